@@ -1,0 +1,82 @@
+"""Deterministic and stochastic inference (section 3.1 of the paper).
+
+The swapout inference switch is separate from ``train()``/``eval()``: BatchNorm follows ``eval()``
+(running statistics), masks follow :func:`set_inference`. :func:`predict` runs the paper's stochastic
+inference: the mean softmax over n passes, each with fresh masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .layers import SwapoutJoin, check_inference_mode
+
+__all__ = ["set_inference", "using_inference", "predict"]
+
+
+def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
+    """Set every swapout join in ``model`` to ``"deterministic"`` or ``"stochastic"`` inference.
+
+    Returns the previous mode of each join, so a caller can restore them. Has no effect in training
+    mode, where masks are always sampled.
+    """
+    check_inference_mode(mode)
+    previous = {}
+    for m in model.modules():
+        if isinstance(m, SwapoutJoin):
+            previous[m] = m.inference
+            m.inference = mode
+    return previous
+
+
+@contextlib.contextmanager
+def using_inference(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Context manager: ``with swapout.using_inference(model, "stochastic"): ...``; restores on exit."""
+    previous = set_inference(model, mode)
+    try:
+        yield model
+    finally:
+        for m, old in previous.items():
+            m.inference = old
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
+    """Class probabilities for ``x``: the mean softmax of ``samples`` stochastic forward passes.
+
+    Args:
+        model: a classifier returning logits of shape (B, classes).
+        x: input batch of shape (B, ...).
+        samples: number of stochastic passes n (the paper uses 30); 0 gives one deterministic pass.
+        max_batch: at most this many images (original images times samples) per forward call, which
+            bounds memory; None runs all n*B at once.
+
+    The n passes run batched: the input is repeated n times and the rows are processed in chunks of
+    ``max_batch``; row ``s*B + b`` is pass ``s`` of image ``b``. The model is put in ``eval()`` mode
+    (BatchNorm running statistics) for the call and restored afterwards.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"samples must be an integer >= 0 (0 = deterministic inference), got {samples!r}")
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        with using_inference(model, "stochastic" if samples else "deterministic"):
+            batch, passes = x.shape[0], max(samples, 1)
+            total = batch * passes
+            chunk = total if max_batch is None else max_batch
+            probs = None
+            for start in range(0, total, chunk):
+                image = torch.arange(start, min(start + chunk, total), device=x.device) % batch
+                p = model(x[image]).float().softmax(dim=-1)
+                if probs is None:
+                    probs = torch.zeros(batch, p.shape[-1], device=p.device)
+                probs.index_add_(0, image, p)
+            return probs / passes
+    finally:
+        model.train(was_training)

@@ -1,0 +1,185 @@
+"""The swapout op, functional form.
+
+Swapout (Singh, Hoiem and Forsyth, "Swapout: Learning an ensemble of deep architectures",
+NeurIPS 2016) replaces the residual sum ``X + F(X)`` by
+
+    Y = sum_i Theta_i * F_i                   (equation 2)
+    Y = Theta1 * X + Theta2 * F(X)            (equation 3, the common case)
+
+where each ``Theta_i`` is a tensor of i.i.d. Bernoulli(theta_i) variables. ``theta`` is a *keep*
+probability and nothing is rescaled at training time (unlike :class:`torch.nn.Dropout`).
+
+Two ways of using a trained network (section 3.1):
+
+* deterministic inference replaces every mask by its expectation: ``Y = theta1*X + theta2*F(X)``;
+* stochastic inference keeps sampling masks and averages the predictions of several passes.
+
+``sample=True`` draws masks (training and stochastic inference), ``sample=False`` uses expectations.
+
+Masks come in four granularities: ``"unit"`` (one draw per element, the paper's swapout),
+``"channel"`` (one per sample and channel, shared over the spatial positions), ``"sample"`` (one
+per sample) and ``"batch"`` (one for the whole mini-batch, as in stochastic depth).
+
+With ``sample=True`` and unit granularity, two-term swapout on CPU and CUDA tensors runs through a
+fused kernel (:mod:`swapout.fused`) that regenerates its masks in the backward pass instead of
+storing them. Everything else runs through the reference implementation in this module, which is
+also the fallback when no fused kernel can be built.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+GRANULARITIES = ("unit", "channel", "sample", "batch")
+
+__all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "check_theta", "check_granularity"]
+
+
+def check_theta(theta: float, name: str = "theta") -> float:
+    """Return ``theta`` as a float after checking that it is a probability in [0, 1]."""
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {theta!r}")
+    theta = float(theta)
+    if not 0.0 <= theta <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be a keep probability in [0, 1], got {theta}")
+    return theta
+
+
+def check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"granularity must be one of {', '.join(repr(g) for g in GRANULARITIES)}, got {granularity!r}"
+        )
+
+
+def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
+    """Shape of one Bernoulli mask for a tensor of ``shape`` at ``granularity``.
+
+    The mask broadcasts against the tensor: ``"unit"`` gives ``shape`` itself, ``"channel"``
+    ``(N, C, 1, ...)``, ``"sample"`` ``(N, 1, ...)`` and ``"batch"`` ``(1, ...)``.
+    """
+    check_granularity(granularity)
+    shape = tuple(shape)
+    ones = (1,) * len(shape)
+    if granularity == "unit":
+        return shape
+    if granularity == "batch":
+        return ones
+    if len(shape) < (2 if granularity == "channel" else 1):
+        raise ValueError(f"granularity {granularity!r} needs a tensor with a batch"
+                         f"{' and a channel' if granularity == 'channel' else ''} dimension, got shape {shape}")
+    keep = 2 if granularity == "channel" else 1
+    return shape[:keep] + ones[keep:]
+
+
+def _bernoulli(shape: tuple, theta: float, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """One Bernoulli(theta) mask of ``shape``, with ``like``'s dtype and device.
+
+    Every reference-path mask is drawn here; tests replace this function to record or replay masks.
+    """
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(theta, generator=generator)
+
+
+def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> list:
+    if len(tensors) == 0:
+        raise ValueError("swapout needs at least one tensor, got none")
+    if len(thetas) != len(tensors):
+        raise ValueError(f"swapout needs one theta per tensor, got {len(thetas)} thetas for {len(tensors)} tensors")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape != shape:
+            raise ValueError(f"all tensors must have the same shape: tensor 0 has {tuple(shape)}, "
+                             f"tensor {i} has {tuple(t.shape)}")
+    return [check_theta(th, f"theta{i + 1}") for i, th in enumerate(thetas)]
+
+
+def swapout_sum(
+    tensors: Sequence[Tensor],
+    thetas: Sequence[float],
+    *,
+    sample: bool = True,
+    granularity: str = "unit",
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """General swapout, equation 2 of the paper: ``Y = sum_i Theta_i * F_i``.
+
+    Args:
+        tensors: N >= 1 tensors of the same shape, typically outputs of earlier layers.
+        thetas: N keep probabilities in [0, 1], one per tensor; the masks are independent.
+        sample: draw Bernoulli masks (training, stochastic inference) if True; use their
+            expectations ``theta_i`` (deterministic inference) if False.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see :func:`mask_shape`.
+        generator: random source for the masks; the default generator of the tensors' device if None.
+
+    A term whose theta is 0 is left out and one whose theta is 1 is added unmasked, so the
+    special cases (residual, dropout, residual dropout) are exact.
+    """
+    thetas = _check_tensors(tensors, thetas)
+    check_granularity(granularity)
+    out = None
+    for t, theta in zip(tensors, thetas):
+        if theta == 0.0:
+            continue
+        if theta == 1.0:
+            term = t
+        elif sample:
+            term = _bernoulli(mask_shape(t.shape, granularity), theta, t, generator) * t
+        else:
+            term = theta * t
+        out = term if out is None else out + term
+    return torch.zeros_like(tensors[0]) if out is None else out
+
+
+def swapout(
+    x: Tensor,
+    fx: Tensor,
+    theta1: float,
+    theta2: float,
+    *,
+    sample: bool = True,
+    granularity: str = "unit",
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Swapout of a block, equation 3 of the paper: ``Y = Theta1 * X + Theta2 * F(X)``.
+
+    Args:
+        x: the block's skip input X.
+        fx: the block's output F(X), same shape as ``x``.
+        theta1: keep probability of X, in [0, 1].
+        theta2: keep probability of F(X), in [0, 1].
+        sample, granularity, generator: as in :func:`swapout_sum`.
+
+    Each unit reports 0, X, F(X) or X + F(X). theta1 = theta2 = 1 is a residual block,
+    theta1 = 0 is dropout (equation 1), theta1 = 1 residual dropout, and theta1 = 1 with
+    ``granularity="batch"`` is stochastic depth.
+    """
+    return swapout_sum((x, fx), (theta1, theta2), sample=sample, granularity=granularity, generator=generator)
+
+
+def skipforward(
+    x: Tensor,
+    fx: Tensor,
+    theta: float,
+    *,
+    sample: bool = True,
+    granularity: str = "unit",
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """SkipForward, equation 4 of the paper: ``Y = Theta * X + (1 - Theta) * F(X)``.
+
+    One mask, coupled: each unit reports either X (with probability ``theta``) or F(X).
+    Arguments as in :func:`swapout`; deterministic inference gives ``theta*X + (1-theta)*F(X)``.
+    """
+    theta = _check_tensors((x, fx), (theta, 0.0))[0]
+    check_granularity(granularity)
+    if theta in (0.0, 1.0):
+        return fx if theta == 0.0 else x
+    if not sample:
+        return theta * x + (1.0 - theta) * fx
+    mask = _bernoulli(mask_shape(x.shape, granularity), theta, x, generator)
+    return torch.where(mask.bool(), x, fx)

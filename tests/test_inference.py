@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+import swapout
+from swapout.layers import SwapoutJoin
+
+
+def _model(method="swapout"):
+    model = swapout.create_model("resnet_v2_ours", depth=8, num_classes=5, method=method, theta1=0.6, theta2=0.7)
+    # non-trivial running statistics
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+def test_inference_switch_is_independent_of_eval():
+    model = _model()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model(x), model(x))  # eval + deterministic: no masks
+    swapout.set_inference(model, "stochastic")
+    assert not model.training
+    assert not torch.equal(model(x), model(x))
+    bn = model.blocks[0].bn1
+    mean = bn.running_mean.clone()
+    model(x)
+    assert torch.equal(bn.running_mean, mean)  # BatchNorm still uses running statistics
+    model.train()
+    assert all(j.inference == "stochastic" for j in model.modules() if isinstance(j, SwapoutJoin))
+
+
+def test_context_manager_restores_modes():
+    model = _model()
+    with swapout.using_inference(model, "stochastic"):
+        assert all(j.inference == "stochastic" for j in model.modules() if isinstance(j, SwapoutJoin))
+    assert all(j.inference == "deterministic" for j in model.modules() if isinstance(j, SwapoutJoin))
+    with pytest.raises(RuntimeError):
+        with swapout.using_inference(model, "stochastic"):
+            raise RuntimeError
+    assert all(j.inference == "deterministic" for j in model.modules() if isinstance(j, SwapoutJoin))
+
+
+@pytest.mark.parametrize("max_batch", [None, 5, 8, 64])
+def test_batched_predict_equals_mean_of_sequential_passes(record_masks, max_batch):
+    model, x, n = _model(), torch.randn(4, 3, 32, 32), 6
+    joins = [m for m in model.modules() if isinstance(m, SwapoutJoin)]
+    rec = record_masks()
+    probs = swapout.predict(model, x, samples=n, max_batch=max_batch)
+    # masks come two per join per forward call, in layer order; glue the chunks back together
+    per_call = 2 * len(joins)
+    calls = [rec.masks[i:i + per_call] for i in range(0, len(rec.masks), per_call)]
+    masks = [torch.cat([c[k] for c in calls]) for k in range(per_call)]
+    assert masks[0].shape[0] == n * x.shape[0]
+    replay = [m[s * 4:(s + 1) * 4] for s in range(n) for m in masks]
+    rec2 = record_masks(replay)
+    with swapout.using_inference(model, "stochastic"), torch.no_grad():
+        sequential = torch.stack([model(x).softmax(-1) for _ in range(n)]).mean(0)
+    assert not rec2.replay
+    torch.testing.assert_close(probs, sequential, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(probs.sum(-1), torch.ones(4))
+
+
+def test_predict_restores_training_mode_and_is_stochastic():
+    model = _model().train()
+    x = torch.randn(3, 3, 32, 32)
+    a, b = swapout.predict(model, x, samples=3), swapout.predict(model, x, samples=3)
+    assert model.training and not torch.equal(a, b)
+    det = swapout.predict(model, x, samples=0)
+    model.eval()
+    torch.testing.assert_close(det, model(x).softmax(-1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(samples=-1), dict(samples=2.5), dict(max_batch=0)])
+def test_predict_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        swapout.predict(_model(), torch.randn(2, 3, 32, 32), **kwargs)
+
+
+def test_bad_inference_mode():
+    with pytest.raises(ValueError, match="deterministic"):
+        swapout.set_inference(_model(), "sampled")

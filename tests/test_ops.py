@@ -1,0 +1,257 @@
+"""The swapout op and its special cases: exact closed forms, keep rates, independence, gradients."""
+
+import math
+
+import pytest
+import torch
+
+import swapout
+from swapout import ops
+
+GRANULARITY_SHAPES = {
+    # a tensor shape for which the granularity gives exactly 10^6 draws
+    "unit": (1000, 1000),
+    "channel": (1000, 1000, 2),
+    "sample": (1_000_000, 2),
+}
+
+
+def _pair(shape=(4, 3, 5, 5), dtype=torch.float32):
+    return torch.randn(shape, dtype=dtype), torch.randn(shape, dtype=dtype)
+
+
+def _keep_rate_bound(theta: float, n: int) -> float:
+    return 5 * math.sqrt(theta * (1 - theta) / n)
+
+
+# -- special cases: exactly their closed forms on the same masks -----------------------------------
+
+def test_residual_is_plain_sum():
+    x, fx = _pair()
+    assert torch.equal(swapout.Residual()(x, fx), x + fx)
+    assert torch.equal(swapout.swapout(x, fx, 1.0, 1.0), x + fx)
+
+
+@pytest.mark.parametrize("granularity", ["unit", "channel", "sample", "batch"])
+def test_swapout_equals_closed_form(record_masks, granularity):
+    x, fx = _pair()
+    rec = record_masks()
+    y = swapout.Swapout(0.6, 0.3, granularity)(x, fx)
+    m1, m2 = rec.masks
+    assert m1.shape == ops.mask_shape(x.shape, granularity)
+    assert torch.equal(y, m1 * x + m2 * fx)
+
+
+def test_dropout_equals_closed_form(record_masks):
+    x, fx = _pair()
+    rec = record_masks()
+    y = swapout.Dropout(0.7)(x, fx)
+    (m,) = rec.masks
+    assert torch.equal(y, m * fx)
+
+
+def test_residual_dropout_equals_closed_form(record_masks):
+    x, fx = _pair()
+    rec = record_masks()
+    y = swapout.ResidualDropout(0.7)(x, fx)
+    (m,) = rec.masks
+    assert torch.equal(y, x + m * fx)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_stochastic_depth_equals_closed_form(record_masks, per_sample):
+    x, fx = _pair((16, 3, 5, 5))
+    rec = record_masks()
+    layer = swapout.StochasticDepth(0.5, per_sample=per_sample)
+    ys = [layer(x, fx) for _ in range(8)]
+    for y, m in zip(ys, rec.masks):
+        assert m.shape == ((16, 1, 1, 1) if per_sample else (1, 1, 1, 1))
+        assert torch.equal(y, x + m * fx)
+    # one draw per mini-batch: each output is either x or x + fx as a whole
+    if not per_sample:
+        assert all(torch.equal(y, x) or torch.equal(y, x + fx) for y in ys)
+
+
+def test_skipforward_equals_closed_form(record_masks):
+    x, fx = _pair()
+    rec = record_masks()
+    y = swapout.SkipForward(0.4)(x, fx)
+    (m,) = rec.masks
+    assert torch.equal(y, m * x + (1 - m) * fx)
+    # coupled: every unit reports exactly one of X and F(X)
+    assert torch.all((y == x) | (y == fx))
+
+
+def test_baselines_equal_swapout_with_fixed_thetas():
+    x, fx = _pair()
+    cases = [(swapout.Dropout(0.7), swapout.Swapout(0.0, 0.7)),
+             (swapout.ResidualDropout(0.7), swapout.Swapout(1.0, 0.7)),
+             (swapout.StochasticDepth(0.7), swapout.Swapout(1.0, 0.7, "batch"))]
+    for special, general in cases:
+        torch.manual_seed(3)
+        a = special(x, fx)
+        torch.manual_seed(3)
+        assert torch.equal(a, general(x, fx))
+
+
+def test_n_way_form_equals_closed_form(record_masks):
+    ts = [torch.randn(3, 4, 6) for _ in range(3)]
+    rec = record_masks()
+    y = swapout.SwapoutN((0.2, 0.5, 0.8))(*ts)
+    assert torch.equal(y, sum(m * t for m, t in zip(rec.masks, ts)))
+    assert torch.equal(swapout.swapout_sum(ts[:1], [1.0]), ts[0])
+
+
+# -- keep rates and independence ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])
+@pytest.mark.parametrize("theta", [0.1, 0.5, 0.83])
+def test_keep_rate_matches_theta(granularity, theta):
+    shape = GRANULARITY_SHAPES[granularity]
+    y = swapout.swapout_sum([torch.ones(shape)], [theta], granularity=granularity)
+    mask = y.reshape(ops.mask_shape(shape, granularity)[: len(shape) - (granularity != "unit")] + (-1,))
+    if granularity != "unit":
+        # the draw is shared inside its group: every group is all ones or all zeros
+        assert torch.all(mask.amin(-1) == mask.amax(-1))
+    draws = mask[..., 0] if granularity != "unit" else mask
+    n = draws.numel()
+    assert n >= 1_000_000
+    assert abs(draws.mean().item() - theta) < _keep_rate_bound(theta, n)
+
+
+def test_keep_rate_batch_granularity():
+    # one draw per call: 10^6 calls
+    n, theta, kept = 1_000_000, 0.3, 0
+    one = torch.ones(1)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(n):
+        kept += swapout.swapout_sum([one], [theta], granularity="batch", generator=gen).item()
+    assert abs(kept / n - theta) < _keep_rate_bound(theta, n)
+
+
+@pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])
+def test_theta1_and_theta2_uncorrelated(granularity):
+    shape = GRANULARITY_SHAPES[granularity]
+    y = swapout.swapout(torch.ones(shape), torch.full(shape, 2.0), 0.4, 0.7, granularity=granularity)
+    m1, m2 = (y % 2).flatten(), (y // 2).flatten()
+    if granularity != "unit":
+        m1, m2 = m1[::shape[-1]], m2[::shape[-1]]
+    n = m1.numel()
+    r = torch.corrcoef(torch.stack([m1, m2]).double())[0, 1].item()
+    assert abs(r) < 5 / math.sqrt(n)  # the standard error of r for independent variables is 1/sqrt(n)
+    assert abs(m1.mean().item() - 0.4) < _keep_rate_bound(0.4, n)
+    assert abs(m2.mean().item() - 0.7) < _keep_rate_bound(0.7, n)
+
+
+def test_masks_differ_between_calls_and_repeat_under_seed():
+    x, fx = _pair((8, 16, 8, 8))
+    gen = torch.Generator().manual_seed(123)
+    a = swapout.swapout(x, fx, 0.5, 0.5, generator=gen)
+    b = swapout.swapout(x, fx, 0.5, 0.5, generator=gen)
+    assert not torch.equal(a, b)
+    gen.manual_seed(123)
+    assert torch.equal(swapout.swapout(x, fx, 0.5, 0.5, generator=gen), a)
+    torch.manual_seed(7)
+    c = swapout.swapout(x, fx, 0.5, 0.5)
+    torch.manual_seed(7)
+    assert torch.equal(swapout.swapout(x, fx, 0.5, 0.5), c)
+
+
+# -- deterministic inference ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("theta1,theta2", [(0.3, 0.9), (0.5, 0.5), (1.0, 0.7), (0.0, 0.4)])
+def test_deterministic_output_is_expectation(theta1, theta2):
+    x, fx = _pair()
+    layer = swapout.Swapout(theta1, theta2).eval()
+    assert torch.equal(layer(x, fx), theta1 * x + theta2 * fx)
+    assert torch.equal(swapout.swapout(x, fx, theta1, theta2, sample=False), theta1 * x + theta2 * fx)
+    sf = swapout.SkipForward(0.3).eval()
+    assert torch.equal(sf(x, fx), 0.3 * x + 0.7 * fx)
+
+
+def test_eval_stochastic_samples_and_train_always_samples():
+    x, fx = _pair()
+    layer = swapout.Swapout(0.5, 0.5)
+    expectation = 0.5 * x + 0.5 * fx
+    assert not torch.equal(layer(x, fx), expectation)  # training
+    layer.eval()
+    assert torch.equal(layer(x, fx), expectation)
+    layer.inference = "stochastic"
+    assert not torch.equal(layer(x, fx), expectation)
+
+
+# -- gradients ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("granularity", ["unit", "channel", "sample", "batch"])
+def test_gradcheck_float64(granularity):
+    x, fx = (t.requires_grad_() for t in _pair((3, 2, 4, 4), torch.float64))
+
+    def f(a, b):
+        # the same masks at every evaluation gradcheck makes
+        return swapout.swapout(a, b, 0.6, 0.5, granularity=granularity, generator=torch.Generator().manual_seed(5))
+
+    assert torch.autograd.gradcheck(f, (x, fx))
+    for layer in (swapout.SkipForward(0.4, granularity), swapout.SwapoutN((0.3, 0.6))):
+        def g(a, b, layer=layer):
+            layer.generator = torch.Generator().manual_seed(5)
+            return layer(a, b)
+        assert torch.autograd.gradcheck(g, (x, fx))
+
+
+def test_gradients_flow_only_through_kept_units(record_masks):
+    x, fx = (t.requires_grad_() for t in _pair((4, 8, 6, 6), torch.float64))
+    rec = record_masks()
+    y = swapout.swapout(x, fx, 0.5, 0.5)
+    grad_out = torch.randn_like(y)
+    y.backward(grad_out)
+    m1, m2 = rec.masks
+    assert torch.equal(x.grad, m1 * grad_out)
+    assert torch.equal(fx.grad, m2 * grad_out)
+    assert 0 < m1.mean() < 1 and 0 < m2.mean() < 1
+
+
+# -- bad arguments -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("theta", [-0.01, 1.01, float("nan"), float("inf"), "0.5", None, True])
+def test_bad_theta_raises(theta):
+    x, fx = _pair()
+    with pytest.raises(ValueError, match="theta"):
+        swapout.swapout(x, fx, theta, 0.5)
+    with pytest.raises(ValueError, match="theta"):
+        swapout.swapout(x, fx, 0.5, theta)
+    with pytest.raises(ValueError, match="theta"):
+        swapout.Swapout(theta, 0.5)
+    with pytest.raises(ValueError, match="theta"):
+        swapout.SkipForward(theta)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="same shape"):
+        swapout.swapout(torch.ones(2, 3), torch.ones(2, 4), 0.5, 0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        swapout.SkipForward(0.5)(torch.ones(2, 3), torch.ones(3, 3))
+    with pytest.raises(ValueError, match="granularity 'channel'"):
+        swapout.swapout(torch.ones(5), torch.ones(5), 0.5, 0.5, granularity="channel")
+
+
+def test_bad_granularity_raises():
+    x, fx = _pair()
+    with pytest.raises(ValueError, match="granularity"):
+        swapout.swapout(x, fx, 0.5, 0.5, granularity="pixel")
+    with pytest.raises(ValueError, match="granularity"):
+        swapout.Swapout(0.5, 0.5, granularity="layer")
+
+
+def test_bad_counts_raise():
+    with pytest.raises(ValueError, match="at least one"):
+        swapout.swapout_sum([], [])
+    with pytest.raises(ValueError, match="one theta per tensor"):
+        swapout.swapout_sum([torch.ones(2)], [0.5, 0.5])
+    with pytest.raises(ValueError, match="takes 3 tensors"):
+        swapout.SwapoutN((0.1, 0.2, 0.3))(torch.ones(2), torch.ones(2))
+
+
+def test_extra_repr_shows_probabilities():
+    assert "theta1=0.9, theta2=0.7" in repr(swapout.Swapout(0.9, 0.7))
+    assert "theta=0.4" in repr(swapout.SkipForward(0.4))
+    assert "granularity='batch'" in repr(swapout.StochasticDepth(0.5))
