@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import swapout.fused as fused
 import swapout.ops as ops
 
 
@@ -24,7 +25,8 @@ class MaskRecorder:
 
 @pytest.fixture
 def record_masks(monkeypatch):
-    """Route every reference-path mask through a MaskRecorder; returns a function making one."""
+    """Route every mask through a MaskRecorder (the reference op); returns a function making one."""
+    monkeypatch.setattr(fused, "_enabled", False)
 
     def install(replay=None):
         recorder = MaskRecorder(replay)
@@ -37,3 +39,12 @@ def record_masks(monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=["reference", "fused"])
+def backend(request, monkeypatch):
+    """Run a test once with the reference op and once with the fused kernel."""
+    if request.param == "fused" and not fused.available(torch.ones(1)):
+        pytest.skip("no fused CPU kernel on this machine (no C compiler)")
+    monkeypatch.setattr(fused, "_enabled", request.param == "fused")
+    return request.param

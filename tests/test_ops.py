@@ -82,7 +82,7 @@ def test_skipforward_equals_closed_form(record_masks):
     assert torch.all((y == x) | (y == fx))
 
 
-def test_baselines_equal_swapout_with_fixed_thetas():
+def test_baselines_equal_swapout_with_fixed_thetas(backend):
     x, fx = _pair()
     cases = [(swapout.Dropout(0.7), swapout.Swapout(0.0, 0.7)),
              (swapout.ResidualDropout(0.7), swapout.Swapout(1.0, 0.7)),
@@ -106,9 +106,14 @@ def test_n_way_form_equals_closed_form(record_masks):
 
 @pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])
 @pytest.mark.parametrize("theta", [0.1, 0.5, 0.83])
-def test_keep_rate_matches_theta(granularity, theta):
+@pytest.mark.parametrize("which", [1, 2])
+def test_keep_rate_matches_theta(granularity, theta, which, backend):
     shape = GRANULARITY_SHAPES[granularity]
-    y = swapout.swapout_sum([torch.ones(shape)], [theta], granularity=granularity)
+    ones, zeros = torch.ones(shape), torch.zeros(shape)
+    if which == 1:
+        y = swapout.swapout(ones, zeros, theta, 0.5, granularity=granularity)
+    else:
+        y = swapout.swapout(zeros, ones, 0.5, theta, granularity=granularity)
     mask = y.reshape(ops.mask_shape(shape, granularity)[: len(shape) - (granularity != "unit")] + (-1,))
     if granularity != "unit":
         # the draw is shared inside its group: every group is all ones or all zeros
@@ -130,7 +135,7 @@ def test_keep_rate_batch_granularity():
 
 
 @pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])
-def test_theta1_and_theta2_uncorrelated(granularity):
+def test_theta1_and_theta2_uncorrelated(granularity, backend):
     shape = GRANULARITY_SHAPES[granularity]
     y = swapout.swapout(torch.ones(shape), torch.full(shape, 2.0), 0.4, 0.7, granularity=granularity)
     m1, m2 = (y % 2).flatten(), (y // 2).flatten()
@@ -143,7 +148,7 @@ def test_theta1_and_theta2_uncorrelated(granularity):
     assert abs(m2.mean().item() - 0.7) < _keep_rate_bound(0.7, n)
 
 
-def test_masks_differ_between_calls_and_repeat_under_seed():
+def test_masks_differ_between_calls_and_repeat_under_seed(backend):
     x, fx = _pair((8, 16, 8, 8))
     gen = torch.Generator().manual_seed(123)
     a = swapout.swapout(x, fx, 0.5, 0.5, generator=gen)
@@ -169,7 +174,7 @@ def test_deterministic_output_is_expectation(theta1, theta2):
     assert torch.equal(sf(x, fx), 0.3 * x + 0.7 * fx)
 
 
-def test_eval_stochastic_samples_and_train_always_samples():
+def test_eval_stochastic_samples_and_train_always_samples(backend):
     x, fx = _pair()
     layer = swapout.Swapout(0.5, 0.5)
     expectation = 0.5 * x + 0.5 * fx
@@ -183,7 +188,7 @@ def test_eval_stochastic_samples_and_train_always_samples():
 # -- gradients ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("granularity", ["unit", "channel", "sample", "batch"])
-def test_gradcheck_float64(granularity):
+def test_gradcheck_float64(granularity, backend):
     x, fx = (t.requires_grad_() for t in _pair((3, 2, 4, 4), torch.float64))
 
     def f(a, b):

@@ -33,6 +33,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from . import fused
+
 GRANULARITIES = ("unit", "channel", "sample", "batch")
 
 __all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "check_theta", "check_granularity"]
@@ -121,6 +123,10 @@ def swapout_sum(
     """
     thetas = _check_tensors(tensors, thetas)
     check_granularity(granularity)
+    if sample and granularity == "unit" and len(tensors) == 2 and any(0.0 < t < 1.0 for t in thetas):
+        if fused.available(tensors[0]) and tensors[1].dtype == tensors[0].dtype \
+                and tensors[1].device == tensors[0].device:
+            return fused.swapout2(tensors[0], tensors[1], thetas[0], thetas[1], generator)
     out = None
     for t, theta in zip(tensors, thetas):
         if theta == 0.0:
