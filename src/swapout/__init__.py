@@ -4,7 +4,7 @@
 output F(X), or X + F(X). Dropout, stochastic depth and residual networks are special cases.
 """
 
-from .inference import predict, set_inference, using_inference
+from .inference import predict, set_inference, stochastic_passes, using_inference
 from .layers import (METHODS, Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout,
                      SwapoutJoin, SwapoutN, make_joins)
 from .models import create_model, list_models, register_model
@@ -19,5 +19,5 @@ __all__ = [
     "SkipForward", "METHODS", "make_joins",
     "Schedule", "Constant", "Linear", "Explicit", "parse_schedule",
     "create_model", "list_models", "register_model",
-    "set_inference", "using_inference", "predict",
+    "set_inference", "using_inference", "predict", "stochastic_passes",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import List, Optional
@@ -12,6 +13,13 @@ import torch
 
 class UsageError(ValueError):
     """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line gets one line: what was wrong and where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -51,9 +59,128 @@ def _demo(args: argparse.Namespace) -> None:
           f"top-1 agreement {(det.argmax(-1) == sto.argmax(-1)).float().mean():.2f}")
 
 
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per TrainConfig field; only options actually given end up in the namespace."""
+    from .config import TrainConfig
+
+    group = parser.add_argument_group("config fields (override the preset or the paper's defaults)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        if f.name == "milestones":
+            kind = _int_list
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=argparse.SUPPRESS,
+                           metavar=f.name.upper(), help=f"default: {f.default!r}")
+
+
+def _int_list(text: str) -> list:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 196,224, got {text!r}") from None
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from .config import TrainConfig
+
+    return {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig, load_preset
+    from .rundir import RunDir
+    from .train import TrainingStopped, train
+
+    overrides = _overrides(args)
+    if args.resume:
+        if args.preset:
+            raise UsageError("--resume continues a run with its own config; leave out --preset")
+        run = RunDir(args.resume)
+        saved = run.read_config()
+        differ = {k: (saved.get(k), v) for k, v in overrides.items()
+                  if saved.get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES}
+        if differ:
+            listed = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in differ.items())
+            raise UsageError(f"--resume {args.resume}: the given config differs from the run's: {listed}; "
+                             f"only {', '.join(TrainConfig.RESUMABLE_CHANGES)} may change")
+        cfg = TrainConfig.from_dict({**saved, **overrides})
+        out = run.path
+    else:
+        values = load_preset(args.preset) if args.preset else {}
+        cfg = TrainConfig.from_dict({**values, **overrides}).validate()
+        name = (cfg.preset or f"{cfg.model}-{cfg.depth}-w{cfg.width}-{cfg.method}").replace("/", "-")
+        out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        results = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+    except TrainingStopped as err:
+        print(f"swapout train: {err}", file=sys.stderr)
+        raise SystemExit(1)
+    if "stopped" in results:
+        return
+    from .report import report_table
+
+    print(report_table([out]))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .evaluate_run import evaluate_run
+
+    evaluate_run(args.target, split=args.split, samples=args.samples, repeats=args.repeats, limit=args.limit,
+                 device=args.device, data_dir=args.data_dir, progress=not args.quiet)
+
+
+def _presets(args: argparse.Namespace) -> None:
+    from .config import list_presets
+
+    rows = ["| preset | paper row | dataset | model | depth | width | method | paper error (%) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, p in list_presets().items():
+        c, paper = p["config"], p["paper"]
+        err = ", ".join(f"{k.replace('_error', '').replace('error', 'reported')} {v}" for k, v in paper.items()) or "-"
+        rows.append(f"| {name} | {p['row']} | {c.get('dataset', 'cifar10')} | {c.get('model')} | {c.get('depth')} | "
+                    f"{c.get('width')} | {c.get('method')} | {err} |")
+    print("\n".join(rows))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import report_table
+
+    print(report_table(args.runs))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swapout", description="Swapout (Singh et al., NeurIPS 2016) for PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="swapout", description="Swapout (Singh et al., NeurIPS 2016) for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tr = sub.add_parser("train", help="train a model with the paper's recipe, then evaluate it both ways",
+                        description="Train with the paper's recipe (or a preset), checkpointing as it goes, then "
+                                    "evaluate with deterministic and stochastic inference.")
+    tr.add_argument("--preset", help="a row of the paper, e.g. table1/swapout-v2-w2 (see 'swapout presets')")
+    tr.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_options(tr)
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="deterministic and stochastic error of a run, and the Figure 2 analysis")
+    ev.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    ev.add_argument("--split", default="test", choices=["test", "val"], help="default: test")
+    ev.add_argument("--samples", type=int, default=30, help="stochastic passes (default 30)")
+    ev.add_argument("--repeats", type=int, default=10,
+                    help="repetitions for the error-vs-passes curve (the paper used 30; 0 skips the curve)")
+    ev.add_argument("--limit", type=int, help="evaluate on the first N images of the split only")
+    ev.add_argument("--device", default=None, help="default: the run's device setting")
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_eval)
+
+    sub.add_parser("presets", help="list the presets with the paper's reported errors").set_defaults(func=_presets)
+
+    rp = sub.add_parser("report", help="a markdown table of runs beside the paper's figures")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.set_defaults(func=_report)
+
     demo = sub.add_parser("demo", help="build the paper's models, train a few steps on random data, infer both ways")
     demo.add_argument("--steps", type=int, default=3, help="training steps (default 3)")
     demo.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
@@ -68,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UsageError, ValueError) as err:
+    except ValueError as err:  # UsageError, DataError, CheckpointError and bad arguments are all ValueErrors
         print(f"swapout {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

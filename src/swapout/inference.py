@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .layers import SwapoutJoin, check_inference_mode
 
-__all__ = ["set_inference", "using_inference", "predict"]
+__all__ = ["set_inference", "using_inference", "predict", "stochastic_passes"]
 
 
 def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
@@ -45,17 +45,17 @@ def using_inference(model: nn.Module, mode: str) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
-    """Class probabilities for ``x``: the mean softmax of ``samples`` stochastic forward passes.
+def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
+    """Softmax probabilities of ``samples`` stochastic passes over ``x``: shape (samples, B, classes).
 
     Args:
         model: a classifier returning logits of shape (B, classes).
         x: input batch of shape (B, ...).
         samples: number of stochastic passes n (the paper uses 30); 0 gives one deterministic pass.
-        max_batch: at most this many images (original images times samples) per forward call, which
-            bounds memory; None runs all n*B at once.
+        max_batch: at most this many rows (images times passes) per forward call, which bounds
+            memory; None runs all n*B at once.
 
-    The n passes run batched: the input is repeated n times and the rows are processed in chunks of
+    The passes run batched: the input is repeated n times and the rows are processed in chunks of
     ``max_batch``; row ``s*B + b`` is pass ``s`` of image ``b``. The model is put in ``eval()`` mode
     (BatchNorm running statistics) for the call and restored afterwards.
     """
@@ -70,13 +70,16 @@ def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[
             batch, passes = x.shape[0], max(samples, 1)
             total = batch * passes
             chunk = total if max_batch is None else max_batch
-            probs = None
-            for start in range(0, total, chunk):
-                image = torch.arange(start, min(start + chunk, total), device=x.device) % batch
-                p = model(x[image]).float().softmax(dim=-1)
-                if probs is None:
-                    probs = torch.zeros(batch, p.shape[-1], device=p.device)
-                probs.index_add_(0, image, p)
-            return probs / passes
+            probs = [model(x[torch.arange(start, min(start + chunk, total), device=x.device) % batch])
+                     .float().softmax(dim=-1) for start in range(0, total, chunk)]
+            return torch.cat(probs).view(passes, batch, -1)
     finally:
         model.train(was_training)
+
+
+def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
+    """Class probabilities for ``x``: the mean softmax of ``samples`` stochastic forward passes.
+
+    Arguments as in :func:`stochastic_passes`; ``samples=0`` gives deterministic inference.
+    """
+    return stochastic_passes(model, x, samples, max_batch).mean(0)

@@ -1,0 +1,150 @@
+"""Training configuration: one dataclass, the paper's recipe as its defaults, presets as JSON files.
+
+A preset (``presets/<table>/<row>.json`` inside the package) names a row of the paper's Tables 1-5:
+its config fields plus the paper's reported errors under ``"paper"``. Any field can be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Dict, List, Optional
+
+from .data import DATASETS
+from .layers import METHODS
+from .models import list_models
+from .pipeline import CROPS
+from .schedules import parse_schedule
+
+__all__ = ["TrainConfig", "load_preset", "list_presets", "PAPER_EPOCHS", "PAPER_MILESTONES"]
+
+PAPER_EPOCHS = 256
+PAPER_MILESTONES = (196, 224)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the paper's recipe (section 4)."""
+
+    preset: Optional[str] = None          # the preset this config started from, if any
+    dataset: str = "cifar10"              # cifar10 or cifar100
+    model: str = "resnet_v2_ours"         # a name from swapout.list_models()
+    depth: int = 20
+    width: int = 1                        # multiplier k of the widths (16, 32, 64)
+    method: str = "swapout"               # resnet, swapout, dropout, residual_dropout, stochastic_depth, skipforward
+    theta1: Optional[str] = None          # schedule in the paper's notation; None: the method's default
+    theta2: Optional[str] = None
+    granularity: Optional[str] = None     # mask granularity; None: the method's default
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: Optional[List[int]] = None  # epochs after which lr is divided by 10; None: 196, 224 scaled to epochs
+    crop: str = "batch"                   # one translation per mini-batch (paper) or per image
+    val_split: int = 0                    # hold out the last N training images for validation
+    eval_samples: int = 30                # passes of stochastic inference at the end (0: deterministic only)
+    eval_limit: Optional[int] = None      # evaluate on at most this many images per split (None: all)
+    max_steps: Optional[int] = None       # stop after this many optimiser steps (a short run)
+    checkpoint_every: int = 0             # also checkpoint every N steps inside an epoch (0: at epoch ends)
+    seed: int = 0
+    device: str = "auto"                  # auto, cpu, cuda, cuda:1, ...
+    data_dir: Optional[str] = None
+
+    # fields that may differ when a run is resumed (where the data is, which device runs it)
+    RESUMABLE_CHANGES = ("data_dir", "device")
+
+    def resolved_milestones(self) -> List[int]:
+        if self.milestones is not None:
+            return list(self.milestones)
+        return [round(m * self.epochs / PAPER_EPOCHS) for m in PAPER_MILESTONES]
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raises ValueError naming the field and what is allowed."""
+        from .models.common import check_positive
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; available: {', '.join(list_models())}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        for name in ("theta1", "theta2"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    parse_schedule(value)
+                except ValueError as err:
+                    raise ValueError(f"{name}: {err}") from None
+        for name in ("epochs", "batch_size", "width", "depth"):
+            try:
+                check_positive(getattr(self, name), name)
+            except ValueError:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}") from None
+        for name in ("lr", "weight_decay", "momentum"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        for name in ("val_split", "eval_samples", "checkpoint_every", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("eval_limit", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
+        if self.val_split >= 50_000:
+            raise ValueError(f"val_split must leave training images: at most 49,999, got {self.val_split}")
+        if self.milestones is not None and (not isinstance(self.milestones, list) or any(
+                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)):
+            raise ValueError(f"milestones must be a list of epochs >= 1, got {self.milestones!r}")
+        # the model's own checks (depth 6n+2, theta per method, granularity), without allocating weights
+        import torch
+
+        from .data import NUM_CLASSES
+        from .models import create_model
+
+        with torch.device("meta"):
+            create_model(self.model, depth=self.depth, width=self.width, num_classes=NUM_CLASSES[self.dataset],
+                         method=self.method, theta1=self.theta1, theta2=self.theta2, granularity=self.granularity)
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                             f"fields are: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+
+def _preset_root():
+    return resources.files("swapout") / "presets"
+
+
+def list_presets() -> Dict[str, Dict[str, Any]]:
+    """Every preset: ``{name: {"config": {...}, "paper": {...}, "row": "..."}}``, sorted by name."""
+    out = {}
+    root = _preset_root()
+    for table in sorted(p for p in root.iterdir() if p.is_dir()):
+        for entry in sorted(p for p in table.iterdir() if p.name.endswith(".json")):
+            out[f"{table.name}/{entry.name[:-5]}"] = json.loads(entry.read_text())
+    return out
+
+
+def load_preset(name: str) -> Dict[str, Any]:
+    """The preset's config fields (with ``preset`` set to its name); ValueError for an unknown name."""
+    presets = list_presets()
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; run 'swapout presets' to list them "
+                         f"(for example {', '.join(list(presets)[:3])})")
+    return {**presets[name]["config"], "preset": name}

@@ -1,0 +1,139 @@
+"""A run directory: the resolved config, per-epoch metrics, checkpoints and results, written safely.
+
+    RUN_DIR/config.json         the resolved configuration
+    RUN_DIR/metrics.jsonl       one JSON line per epoch
+    RUN_DIR/checkpoint.pt       the latest checkpoint; checkpoint.prev.pt, the one before
+    RUN_DIR/results.json        parameter count, training time, device, errors per evaluated split
+
+Every file is written to a temporary name and renamed into place, so an interrupted write leaves the
+previous version intact. A checkpoint carries a SHA-256 of its payload; one that is truncated or
+corrupt is detected on load, and the previous one is used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+__all__ = ["RunDir", "CheckpointError", "save_json"]
+
+_MAGIC = b"SWAPOUT-CKPT-1\n"
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint: missing, truncated or corrupt."""
+
+
+def save_json(obj: Any, path: os.PathLike) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_checkpoint(state: Dict[str, Any], path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
+    """Load a checkpoint written by this module, checking its digest; CheckpointError if unusable."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from None
+    header_end = len(_MAGIC) + 65
+    if not data.startswith(_MAGIC) or len(data) < header_end:
+        raise CheckpointError(f"{path}: not a swapout checkpoint, or truncated in its header")
+    digest, payload = data[len(_MAGIC):header_end - 1].decode(), data[header_end:]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(f"{path}: truncated or corrupt ({len(payload):,} bytes do not match the checksum "
+                              f"written with them)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+
+
+class RunDir:
+    """The files of one training run, in ``path``."""
+
+    def __init__(self, path: os.PathLike):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
+    previous_checkpoint_path = property(lambda self: self.path / "checkpoint.prev.pt")
+    results_path = property(lambda self: self.path / "results.json")
+
+    def create(self) -> None:
+        """Make the directory, or fail with a clear message if it cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"cannot write the run directory {self.path}: {err.strerror}") from None
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def read_config(self) -> Dict[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text())["config"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{self.path} is not a swapout run directory (no readable config.json: {err})") from None
+
+    def save_checkpoint(self, state: Dict[str, Any]) -> None:
+        """Write a new checkpoint; the current one becomes the previous one."""
+        if self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.previous_checkpoint_path)
+        _write_checkpoint(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> Dict[str, Any]:
+        """The latest usable checkpoint; falls back to the previous one, with a warning, if needed."""
+        errors = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as err:
+                errors.append(str(err))
+                continue
+            if errors:
+                warnings.warn(f"{errors[0]}; using the previous checkpoint {path.name} instead", RuntimeWarning,
+                              stacklevel=2)
+            return state
+        raise CheckpointError("; ".join(errors) or f"{self.path}: no checkpoint to resume from")
+
+    def read_metrics(self) -> List[Dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def write_metrics(self, rows: List[Dict[str, Any]]) -> None:
+        tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.metrics_path)
+
+    def append_metrics(self, row: Dict[str, Any]) -> None:
+        self.write_metrics(self.read_metrics() + [row])
+
+    def read_results(self) -> Optional[Dict[str, Any]]:
+        return json.loads(self.results_path.read_text()) if self.results_path.exists() else None

@@ -1,0 +1,253 @@
+"""Training with the paper's recipe: SGD with momentum, step learning rate, checkpoints, resume.
+
+``train(config, run_dir)`` runs a whole experiment: it trains, checkpoints (at every epoch end, every
+``checkpoint_every`` steps, and when interrupted by SIGINT or SIGTERM), evaluates with both inference
+modes on every evaluated split, and writes ``results.json``. ``train(config, run_dir, resume=True)``
+continues exactly where the run stopped: model, optimiser, learning rate, random generator states and
+the position in the epoch's data order are all restored, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import MEAN, NUM_CLASSES, STD, Split, load_split
+from .evaluate import evaluate_split
+from .models import create_model
+from .pipeline import TrainLoader
+from .progress import Progress
+from .rundir import RunDir, save_json
+
+__all__ = ["train", "build_model", "resolve_device", "learning_rate", "eval_splits", "TrainingStopped"]
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early and cannot go on as configured (a non-finite loss)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU; anything else must name an available device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+    return device
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    return create_model(cfg.model, depth=cfg.depth, width=cfg.width, num_classes=NUM_CLASSES[cfg.dataset],
+                        method=cfg.method, theta1=cfg.theta1, theta2=cfg.theta2, granularity=cfg.granularity)
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate during ``epoch`` (0-based): divided by 10 after each milestone epoch."""
+    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.resolved_milestones())
+
+
+def eval_splits(cfg: TrainConfig, train: Split, test: Split) -> Dict[str, Dict[str, Any]]:
+    """The splits a run reports on: the held-out part of the training set (if any) and the test set.
+
+    Only exact test images are used; the note says how many and why.
+    """
+    splits = {}
+    if cfg.val_split:
+        splits["val"] = {"images": train.images[-cfg.val_split:], "labels": train.labels[-cfg.val_split:],
+                         "note": f"last {cfg.val_split:,} training images, held out"}
+    exact = test.exact
+    note = f"{int(exact.sum()):,} test images"
+    if not exact.all():
+        note = f"{int(exact.sum()):,} exact test images ({int((~exact).sum())} approximate ones excluded)"
+    splits["test"] = {"images": test.images[exact], "labels": test.labels[exact], "note": note}
+    if cfg.eval_limit:
+        for s in splits.values():
+            if len(s["labels"]) > cfg.eval_limit:
+                s["images"], s["labels"] = s["images"][:cfg.eval_limit], s["labels"][:cfg.eval_limit]
+                s["note"] += f", first {cfg.eval_limit:,} only"
+    return splits
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGINT/SIGTERM set a flag instead of killing the process: the loop checkpoints and exits."""
+    requested = {"signal": None}
+
+    def handler(signum, frame):
+        requested["signal"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Dict[str, Any]:
+    """Train (or resume) a run in ``run_dir`` and evaluate it; returns the contents of results.json.
+
+    Raises ValueError for a bad config, unusable data or an unwritable directory (before writing
+    anything), and :class:`TrainingStopped` if the loss stops being finite. Returns early, with a
+    checkpoint written and ``results["stopped"]`` set, when SIGINT or SIGTERM arrives.
+    """
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    run = RunDir(run_dir)
+    train_split = load_split(cfg.dataset, "train", cfg.data_dir)
+    test_split = load_split(cfg.dataset, "test", cfg.data_dir)
+    if not resume and run.exists():
+        raise ValueError(f"{run.path} already holds a run; resume it with --resume {run.path}, or choose another --out")
+    run.create()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    n_train = len(train_split) - cfg.val_split
+    loader = TrainLoader(train_split.images[:n_train], train_split.labels[:n_train], cfg.batch_size,
+                         MEAN[cfg.dataset], STD[cfg.dataset], device, cfg.seed, cfg.crop)
+    splits = eval_splits(cfg, train_split, test_split)
+    total_steps = len(loader) * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, len(loader) * cfg.epochs)
+
+    state = {"epoch": 0, "step": 0, "global_step": 0, "train_time": 0.0, "sums": [0.0, 0, 0]}
+    if resume:
+        ckpt = run.load_checkpoint()
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        _set_rng_state(ckpt["rng"], device)
+        run.write_metrics([m for m in run.read_metrics() if m["epoch"] < state["epoch"]])
+        log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {len(loader)}")
+    else:
+        save_json({"config": cfg.to_dict(), "resolved": {"milestones": cfg.resolved_milestones(),
+                                                         "steps_per_epoch": len(loader), "parameters": n_params,
+                                                         "train_images": n_train}}, run.config_path)
+        run.write_metrics([])
+
+    def checkpoint():
+        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                             "rng": _rng_state(device), "config": cfg.to_dict()})
+
+    log(f"training {cfg.preset or cfg.model} ({n_params:,} parameters) on {device}, {n_train:,} images, "
+        f"{cfg.epochs} epochs of {len(loader)} steps" + (f", stopping after {cfg.max_steps} steps" if cfg.max_steps else ""))
+    stopped = None
+    with _stop_on_signals() as signals:
+        while state["epoch"] < cfg.epochs and stopped is None:
+            epoch = state["epoch"]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg, epoch)
+            model.train()
+            bar = Progress(len(loader) * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
+            bar.done = state["step"] * cfg.batch_size
+            started = time.time()
+            for x, y in loader.batches(epoch, state["step"]):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    raise TrainingStopped(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {state['step'] + 1}; training "
+                        f"stopped. The last good checkpoint is {run.checkpoint_path}; try a lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sums = state["sums"]
+                sums[0] += loss.item() * len(y)
+                sums[1] += int((logits.argmax(1) == y).sum())
+                sums[2] += len(y)
+                state["step"] += 1
+                state["global_step"] += 1
+                bar.update(len(y), loss=sums[0] / sums[2], acc=sums[1] / sums[2])
+                if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
+                    stopped = "max_steps"
+                elif signals["signal"]:
+                    stopped = signals["signal"]
+                if stopped or (cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0):
+                    state["train_time"] += time.time() - started
+                    started = time.time()
+                    if stopped != "max_steps":
+                        checkpoint()
+                if stopped:
+                    break
+            bar.close()
+            state["train_time"] += time.time() - started
+            complete = state["step"] >= len(loader)
+            if not complete and stopped != "max_steps":
+                break
+            row = {"epoch": epoch, "steps": state["step"], "lr": learning_rate(cfg, epoch),
+                   "train_loss": state["sums"][0] / max(state["sums"][2], 1),
+                   "train_error": 100.0 * (1 - state["sums"][1] / max(state["sums"][2], 1)),
+                   "train_time_s": round(state["train_time"], 2)}
+            if "val" in splits:
+                row["val_error"] = evaluate_split(model, splits["val"]["images"], splits["val"]["labels"],
+                                                  MEAN[cfg.dataset], STD[cfg.dataset], device, samples=0)[
+                    "deterministic_error"]
+            if not complete:
+                row["partial"] = True
+            run.append_metrics(row)
+            log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, train error {row['train_error']:.2f}%"
+                + (f", val error {row['val_error']:.2f}% (deterministic)" if "val_error" in row else ""))
+            if complete:
+                state.update(epoch=epoch + 1, step=0, sums=[0.0, 0, 0])
+            checkpoint()
+
+    if stopped not in (None, "max_steps"):
+        log(f"stopped by {stopped} at epoch {state['epoch'] + 1}, step {state['step']}; checkpoint written. "
+            f"Resume with: swapout train --resume {run.path}")
+        return {"stopped": stopped, "epoch": state["epoch"], "step": state["step"]}
+
+    results = {"preset": cfg.preset, "parameters": n_params, "device": _describe(device),
+               "train_time_s": round(state["train_time"], 1), "epochs": cfg.epochs,
+               "epochs_completed": round(state["epoch"] + state["step"] / len(loader), 4),
+               "steps": state["global_step"], "splits": {}}
+    for name, split in splits.items():
+        bar = Progress(len(split["labels"]) * (1 + cfg.eval_samples), f"evaluating {name}", enabled=progress)
+        figures = evaluate_split(model, split["images"], split["labels"], MEAN[cfg.dataset], STD[cfg.dataset],
+                                 device, samples=cfg.eval_samples, progress=bar.update)
+        bar.close()
+        results["splits"][name] = {"note": split["note"], **figures}
+        log(f"{name} ({split['note']}): deterministic error {figures['deterministic_error']:.2f}%"
+            + (f", stochastic error ({cfg.eval_samples} passes) {figures['stochastic_error']:.2f}%"
+               if cfg.eval_samples else ""))
+    save_json(results, run.results_path)
+    return results
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
