@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from typing import List, Optional
@@ -67,11 +68,19 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        kind = {"int": int, "float": float, "bool": _boolean}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         if f.name == "milestones":
             kind = _int_list
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=argparse.SUPPRESS,
                            metavar=f.name.upper(), help=f"default: {f.default!r}")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _int_list(text: str) -> list:
@@ -116,7 +125,12 @@ def _train(args: argparse.Namespace) -> None:
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
         raise SystemExit(1)
-    if "stopped" in results:
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if "stopped" in results or int(os.environ.get("RANK", "0")) != 0:
         return
     from .report import report_table
 

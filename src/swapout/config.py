@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     milestones: Optional[List[int]] = None  # epochs after which lr is divided by 10; None: 196, 224 scaled to epochs
     crop: str = "batch"                   # one translation per mini-batch (paper) or per image
+    sync_bn: bool = False                 # data-parallel runs: BatchNorm statistics over the global batch (GPU)
     val_split: int = 0                    # hold out the last N training images for validation
     eval_samples: int = 30                # passes of stochastic inference at the end (0: deterministic only)
     eval_limit: Optional[int] = None      # evaluate on at most this many images per split (None: all)
@@ -95,6 +96,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
+        if not isinstance(self.sync_bn, bool):
+            raise ValueError(f"sync_bn must be true or false, got {self.sync_bn!r}")
         if self.val_split >= 50_000:
             raise ValueError(f"val_split must leave training images: at most 49,999, got {self.val_split}")
         if self.milestones is not None and (not isinstance(self.milestones, list) or any(

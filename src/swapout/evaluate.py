@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .inference import stochastic_passes
@@ -35,12 +36,31 @@ def _passes(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std,
 
 def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std, device,
                    samples: int = 30, batch_size: int = 500, progress=None) -> Dict[str, float]:
-    """Error (%) of deterministic inference, and of stochastic inference with ``samples`` passes if > 0."""
-    det, y = _passes(model, images, labels, mean, std, device, 0, batch_size, progress)
-    out = {"images": int(len(y)), "deterministic_error": 100.0 * (det[0].argmax(-1) != y).float().mean().item()}
+    """Error (%) of deterministic inference, and of stochastic inference with ``samples`` passes if > 0.
+
+    In a distributed run (``torch.distributed`` initialised), each process evaluates a contiguous
+    shard of the split and the counts are summed across processes; every process gets the result.
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        bounds = np.linspace(0, len(labels), dist.get_world_size() + 1).astype(int)
+        lo, hi = bounds[dist.get_rank()], bounds[dist.get_rank() + 1]
+        images, labels = images[lo:hi], labels[lo:hi]
+    counts = torch.zeros(3, dtype=torch.float64)  # images, right (deterministic), right (stochastic)
+    if len(labels):
+        det, y = _passes(model, images, labels, mean, std, device, 0, batch_size, progress)
+        counts[0], counts[1] = len(y), (det[0].argmax(-1) == y).sum().item()
+        if samples:
+            sto, _ = _passes(model, images, labels, mean, std, device, samples, batch_size, progress)
+            counts[2] = (sto.mean(0).argmax(-1) == y).sum().item()
+    if distributed:
+        counts = counts.to(device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
+    n = int(counts[0])
+    out = {"images": n, "deterministic_error": 100.0 * (1 - counts[1].item() / n)}
     if samples:
-        sto, _ = _passes(model, images, labels, mean, std, device, samples, batch_size, progress)
-        out["stochastic_error"] = 100.0 * (sto.mean(0).argmax(-1) != y).float().mean().item()
+        out["stochastic_error"] = 100.0 * (1 - counts[2].item() / n)
         out["samples"] = samples
     return out
 

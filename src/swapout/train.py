@@ -9,7 +9,8 @@ the position in the epoch's data order are all restored, so a resumed run equals
 
 from __future__ import annotations
 
-import math
+import datetime
+import os
 import platform
 import signal
 import sys
@@ -19,8 +20,10 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .data import MEAN, NUM_CLASSES, STD, Split, load_split
@@ -30,7 +33,8 @@ from .pipeline import TrainLoader
 from .progress import Progress
 from .rundir import RunDir, save_json
 
-__all__ = ["train", "build_model", "resolve_device", "learning_rate", "eval_splits", "TrainingStopped"]
+__all__ = ["train", "build_model", "resolve_device", "init_distributed", "learning_rate", "eval_splits",
+           "TrainingStopped"]
 
 
 class TrainingStopped(RuntimeError):
@@ -48,6 +52,26 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
     return device
+
+
+def init_distributed(device_name: str):
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): returns (rank, world size, device).
+
+    The backend is NCCL for CUDA and gloo for the CPU. Each process uses the GPU of its LOCAL_RANK.
+    ``SWAPOUT_DIST_TIMEOUT`` (seconds, default 300) bounds how long a collective waits for a process
+    that has died, for launchers that do not stop the others themselves.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, resolve_device(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=float(os.environ.get("SWAPOUT_DIST_TIMEOUT", "300")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -125,23 +149,34 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
     checkpoint written and ``results["stopped"]`` set, when SIGINT or SIGTERM arrives.
     """
     cfg.validate()
-    device = resolve_device(cfg.device)
+    rank, world, device = init_distributed(cfg.device)
+    lead = rank == 0  # only the first process writes files, logs and draws the progress bar
+    progress = progress and lead
+    if not lead:
+        log = lambda s: None  # noqa: E731
     run = RunDir(run_dir)
     train_split = load_split(cfg.dataset, "train", cfg.data_dir)
     test_split = load_split(cfg.dataset, "test", cfg.data_dir)
     if not resume and run.exists():
         raise ValueError(f"{run.path} already holds a run; resume it with --resume {run.path}, or choose another --out")
-    run.create()
+    if lead:
+        run.create()
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
+    if world > 1:
+        if cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        # masks: an independent stream per process (the initial weights above are the same everywhere)
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0]))
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     n_train = len(train_split) - cfg.val_split
     loader = TrainLoader(train_split.images[:n_train], train_split.labels[:n_train], cfg.batch_size,
-                         MEAN[cfg.dataset], STD[cfg.dataset], device, cfg.seed, cfg.crop)
+                         MEAN[cfg.dataset], STD[cfg.dataset], device, cfg.seed, cfg.crop, rank=rank, world_size=world)
     splits = eval_splits(cfg, train_split, test_split)
-    total_steps = len(loader) * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, len(loader) * cfg.epochs)
 
     state = {"epoch": 0, "step": 0, "global_step": 0, "train_time": 0.0, "sums": [0.0, 0, 0]}
     if resume:
@@ -149,18 +184,41 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
-        _set_rng_state(ckpt["rng"], device)
-        run.write_metrics([m for m in run.read_metrics() if m["epoch"] < state["epoch"]])
+        if len(ckpt["rng"]) != world:
+            raise ValueError(f"{run.path} was checkpointed by {len(ckpt['rng'])} process(es); resume it with as many")
+        _set_rng_state(ckpt["rng"][rank], device)
+        state["sums"] = state["sums"][rank]
+        if lead:
+            run.write_metrics([m for m in run.read_metrics() if m["epoch"] < state["epoch"]])
         log(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']} of {len(loader)}")
-    else:
+    elif lead:
         save_json({"config": cfg.to_dict(), "resolved": {"milestones": cfg.resolved_milestones(),
                                                          "steps_per_epoch": len(loader), "parameters": n_params,
-                                                         "train_images": n_train}}, run.config_path)
+                                                         "train_images": n_train, "processes": world}},
+                  run.config_path)
         run.write_metrics([])
 
+    def gather(obj):
+        if world == 1:
+            return [obj]
+        out = [None] * world
+        dist.all_gather_object(out, obj)
+        return out
+
     def checkpoint():
-        run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                             "rng": _rng_state(device), "config": cfg.to_dict()})
+        # every process's random state and running sums, so a resumed run replays exactly
+        rngs, sums = gather(_rng_state(device)), gather(list(state["sums"]))
+        if lead:
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "state": {**state, "sums": sums}, "rng": rngs, "config": cfg.to_dict()})
+
+    def agree(*flags: bool) -> list:
+        """Every process learns whether any process raised each flag (a signal, a non-finite loss)."""
+        if world == 1:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=device)
+        dist.all_reduce(t)
+        return [bool(v) for v in t.tolist()]
 
     log(f"training {cfg.preset or cfg.model} ({n_params:,} parameters) on {device}, {n_train:,} images, "
         f"{cfg.epochs} epochs of {len(loader)} steps" + (f", stopping after {cfg.max_steps} steps" if cfg.max_steps else ""))
@@ -175,9 +233,10 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
             bar.done = state["step"] * cfg.batch_size
             started = time.time()
             for x, y in loader.batches(epoch, state["step"]):
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
+                signalled, nonfinite = agree(bool(signals["signal"]), not torch.isfinite(loss))
+                if nonfinite:
                     bar.close()
                     raise TrainingStopped(
                         f"the loss became {loss.item()} at epoch {epoch + 1}, step {state['step'] + 1}; training "
@@ -191,11 +250,11 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
                 sums[2] += len(y)
                 state["step"] += 1
                 state["global_step"] += 1
-                bar.update(len(y), loss=sums[0] / sums[2], acc=sums[1] / sums[2])
+                bar.update(len(y) * world, loss=sums[0] / sums[2], acc=sums[1] / sums[2])
                 if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
                     stopped = "max_steps"
-                elif signals["signal"]:
-                    stopped = signals["signal"]
+                elif signalled:
+                    stopped = signals["signal"] or "a signal to another process"
                 if stopped or (cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0):
                     state["train_time"] += time.time() - started
                     started = time.time()
@@ -208,9 +267,9 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
             complete = state["step"] >= len(loader)
             if not complete and stopped != "max_steps":
                 break
+            sums = [sum(col) for col in zip(*gather(list(state["sums"])))]
             row = {"epoch": epoch, "steps": state["step"], "lr": learning_rate(cfg, epoch),
-                   "train_loss": state["sums"][0] / max(state["sums"][2], 1),
-                   "train_error": 100.0 * (1 - state["sums"][1] / max(state["sums"][2], 1)),
+                   "train_loss": sums[0] / max(sums[2], 1), "train_error": 100.0 * (1 - sums[1] / max(sums[2], 1)),
                    "train_time_s": round(state["train_time"], 2)}
             if "val" in splits:
                 row["val_error"] = evaluate_split(model, splits["val"]["images"], splits["val"]["labels"],
@@ -218,7 +277,8 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
                     "deterministic_error"]
             if not complete:
                 row["partial"] = True
-            run.append_metrics(row)
+            if lead:
+                run.append_metrics(row)
             log(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, train error {row['train_error']:.2f}%"
                 + (f", val error {row['val_error']:.2f}% (deterministic)" if "val_error" in row else ""))
             if complete:
@@ -230,7 +290,7 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
             f"Resume with: swapout train --resume {run.path}")
         return {"stopped": stopped, "epoch": state["epoch"], "step": state["step"]}
 
-    results = {"preset": cfg.preset, "parameters": n_params, "device": _describe(device),
+    results = {"preset": cfg.preset, "parameters": n_params, "device": _describe(device, world),
                "train_time_s": round(state["train_time"], 1), "epochs": cfg.epochs,
                "epochs_completed": round(state["epoch"] + state["step"] / len(loader), 4),
                "steps": state["global_step"], "splits": {}}
@@ -243,11 +303,14 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
         log(f"{name} ({split['note']}): deterministic error {figures['deterministic_error']:.2f}%"
             + (f", stochastic error ({cfg.eval_samples} passes) {figures['stochastic_error']:.2f}%"
                if cfg.eval_samples else ""))
-    save_json(results, run.results_path)
+    if lead:
+        save_json(results, run.results_path)
     return results
 
 
-def _describe(device: torch.device) -> str:
+def _describe(device: torch.device, world: int = 1) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return name if world == 1 else f"{world} processes, each {name}"
