@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .inference import stochastic_passes
+from .layers import SwapoutJoin
 from .pipeline import eval_batches
 
 __all__ = ["evaluate_split", "sample_curve", "plot_curve"]
@@ -38,6 +39,8 @@ def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
                    samples: int = 30, batch_size: int = 500, progress=None) -> Dict[str, float]:
     """Error (%) of deterministic inference, and of stochastic inference with ``samples`` passes if > 0.
 
+    A model without random masks (every join keeps both inputs, as in a plain ResNet) has nothing to
+    sample: its stochastic passes would all equal the deterministic one, so they are skipped.
     In a distributed run (``torch.distributed`` initialised), each process evaluates a contiguous
     shard of the split and the counts are summed across processes; every process gets the result.
     """
@@ -46,6 +49,8 @@ def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
         bounds = np.linspace(0, len(labels), dist.get_world_size() + 1).astype(int)
         lo, hi = bounds[dist.get_rank()], bounds[dist.get_rank() + 1]
         images, labels = images[lo:hi], labels[lo:hi]
+    if not any(isinstance(m, SwapoutJoin) and any(0.0 < t < 1.0 for t in m.thetas) for m in model.modules()):
+        samples = 0
     counts = torch.zeros(3, dtype=torch.float64)  # images, right (deterministic), right (stochastic)
     if len(labels):
         det, y = _passes(model, images, labels, mean, std, device, 0, batch_size, progress)

@@ -57,8 +57,11 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
                                                        samples=samples, progress=bar.update)}
     bar.close()
     save_json(result, out_dir / f"eval-{split}.json")
-    print(f"{split} ({chosen['note']}): deterministic error {result['deterministic_error']:.2f}%, "
-          f"stochastic error ({samples} passes) {result['stochastic_error']:.2f}%")
+    line = f"{split} ({chosen['note']}): deterministic error {result['deterministic_error']:.2f}%"
+    if "stochastic_error" not in result:
+        print(line + "; the model has no random masks, so stochastic inference equals deterministic")
+        return result
+    print(line + f", stochastic error ({samples} passes) {result['stochastic_error']:.2f}%")
     if repeats:
         bar = Progress(n * samples * repeats, f"figure 2 ({repeats} repetitions)", enabled=progress)
         curve = sample_curve(model, chosen["images"], chosen["labels"], mean, std, dev, samples, repeats,
