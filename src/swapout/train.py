@@ -302,7 +302,7 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
         results["splits"][name] = {"note": split["note"], **figures}
         log(f"{name} ({split['note']}): deterministic error {figures['deterministic_error']:.2f}%"
             + (f", stochastic error ({cfg.eval_samples} passes) {figures['stochastic_error']:.2f}%"
-               if cfg.eval_samples else ""))
+               if "stochastic_error" in figures else ""))
     if lead:
         save_json(results, run.results_path)
     return results
