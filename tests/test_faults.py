@@ -1,7 +1,6 @@
 """Fault handling: SIGTERM then resume, truncated checkpoints, a non-finite loss."""
 
 import json
-import os
 import random
 import signal
 import subprocess

@@ -32,7 +32,6 @@ import hashlib
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import threading
 import warnings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 from .config import PAPER_EPOCHS, list_presets
 from .rundir import RunDir
