@@ -10,6 +10,7 @@ the position in the epoch's data order are all restored, so a resumed run equals
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import signal
@@ -235,17 +236,18 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True
             for x, y in loader.batches(epoch, state["step"]):
                 logits = net(x)
                 loss = F.cross_entropy(logits, y)
-                signalled, nonfinite = agree(bool(signals["signal"]), not torch.isfinite(loss))
+                loss_value = loss.item()  # one read from the device serves the check and the running sums
+                signalled, nonfinite = agree(bool(signals["signal"]), not math.isfinite(loss_value))
                 if nonfinite:
                     bar.close()
                     raise TrainingStopped(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {state['step'] + 1}; training "
+                        f"the loss became {loss_value} at epoch {epoch + 1}, step {state['step'] + 1}; training "
                         f"stopped. The last good checkpoint is {run.checkpoint_path}; try a lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 sums = state["sums"]
-                sums[0] += loss.item() * len(y)
+                sums[0] += loss_value * len(y)
                 sums[1] += int((logits.argmax(1) == y).sum())
                 sums[2] += len(y)
                 state["step"] += 1
