@@ -93,7 +93,7 @@ def _int_list(text: str) -> list:
 def _overrides(args: argparse.Namespace) -> dict:
     from .config import TrainConfig
 
-    return {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    return {k: v for k, v in vars(args).items() if k in TrainConfig.field_names() and k != "preset"}
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -103,17 +103,13 @@ def _train(args: argparse.Namespace) -> None:
 
     overrides = _overrides(args)
     if args.resume:
-        if args.preset:
-            raise UsageError("--resume continues a run with its own config; leave out --preset")
         run = RunDir(args.resume)
         saved = run.read_config()
-        differ = {k: (saved.get(k), v) for k, v in overrides.items()
-                  if saved.get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES}
-        if differ:
-            listed = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in differ.items())
-            raise UsageError(f"--resume {args.resume}: the given config differs from the run's: {listed}; "
-                             f"only {', '.join(TrainConfig.RESUMABLE_CHANGES)} may change")
-        cfg = TrainConfig.from_dict({**saved, **overrides})
+        given = {**overrides, **({"preset": args.preset} if args.preset else {})}
+        try:
+            cfg = TrainConfig.for_resume(saved, given)
+        except ValueError as err:
+            raise UsageError(f"--resume {args.resume}: {err}") from None
         out = run.path
     else:
         values = load_preset(args.preset) if args.preset else {}

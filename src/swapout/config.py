@@ -18,7 +18,7 @@ from .models import list_models
 from .pipeline import CROPS
 from .schedules import parse_schedule
 
-__all__ = ["TrainConfig", "load_preset", "list_presets", "PAPER_EPOCHS", "PAPER_MILESTONES"]
+__all__ = ["TrainConfig", "load_preset", "list_presets", "learning_rate", "PAPER_EPOCHS", "PAPER_MILESTONES"]
 
 PAPER_EPOCHS = 256
 PAPER_MILESTONES = (196, 224)
@@ -61,6 +61,10 @@ class TrainConfig:
         if self.milestones is not None:
             return list(self.milestones)
         return [round(m * self.epochs / PAPER_EPOCHS) for m in PAPER_MILESTONES]
+
+    def learning_rate(self, epoch: int) -> float:
+        """Learning rate during ``epoch`` (0-based): ``lr`` divided by 10 after each milestone epoch."""
+        return self.lr * 0.1 ** sum(epoch >= m for m in self.resolved_milestones())
 
     def validate(self) -> "TrainConfig":
         """Check every field; raises ValueError naming the field and what is allowed."""
@@ -122,12 +126,32 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def for_resume(cls, saved: Dict[str, Any], given: Dict[str, Any]) -> "TrainConfig":
+        """The config of a run being resumed: ``saved`` (its config.json) with the fields ``given`` again.
+
+        A given field must equal the saved one (the preset included), except the fields of
+        ``RESUMABLE_CHANGES``; ValueError lists every field that differs.
+        """
+        differ = {k: (saved.get(k), v) for k, v in given.items()
+                  if saved.get(k) != v and k not in cls.RESUMABLE_CHANGES}
+        if differ:
+            listed = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in differ.items())
+            raise ValueError(f"the given config differs from the run's: {listed}; only "
+                             f"{', '.join(cls.RESUMABLE_CHANGES)} may change")
+        return cls.from_dict({**saved, **given})
+
+    @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                              f"fields are: {', '.join(cls.field_names())}")
         return cls(**values)
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``cfg`` during ``epoch`` (0-based); see :meth:`TrainConfig.learning_rate`."""
+    return cfg.learning_rate(epoch)
 
 
 def _preset_root():

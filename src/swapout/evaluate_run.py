@@ -8,10 +8,11 @@ from typing import Any, Dict, Optional
 
 from .config import TrainConfig
 from .data import MEAN, STD, load_split
+from .distributed import resolve_device
 from .evaluate import evaluate_split, plot_curve, sample_curve
+from .experiment import build_model, eval_splits
 from .progress import Progress
 from .rundir import RunDir, read_checkpoint, save_json
-from .train import build_model, eval_splits, resolve_device
 
 __all__ = ["evaluate_run"]
 

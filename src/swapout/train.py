@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import TrainConfig
+from .config import TrainConfig, learning_rate
+from .distributed import resolve_device
+from .experiment import build_model, eval_splits
 from .data import MEAN, NUM_CLASSES, STD, Split, load_split
 from .evaluate import evaluate_split
 from .models import create_model
@@ -40,19 +42,6 @@ __all__ = ["train", "build_model", "resolve_device", "init_distributed", "learni
 
 class TrainingStopped(RuntimeError):
     """Training ended early and cannot go on as configured (a non-finite loss)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU; anything else must name an available device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    return device
 
 
 def init_distributed(device_name: str):
@@ -73,38 +62,6 @@ def init_distributed(device_name: str):
         timeout = datetime.timedelta(seconds=float(os.environ.get("SWAPOUT_DIST_TIMEOUT", "300")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def build_model(cfg: TrainConfig) -> nn.Module:
-    return create_model(cfg.model, depth=cfg.depth, width=cfg.width, num_classes=NUM_CLASSES[cfg.dataset],
-                        method=cfg.method, theta1=cfg.theta1, theta2=cfg.theta2, granularity=cfg.granularity)
-
-
-def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate during ``epoch`` (0-based): divided by 10 after each milestone epoch."""
-    return cfg.lr * 0.1 ** sum(epoch >= m for m in cfg.resolved_milestones())
-
-
-def eval_splits(cfg: TrainConfig, train: Split, test: Split) -> Dict[str, Dict[str, Any]]:
-    """The splits a run reports on: the held-out part of the training set (if any) and the test set.
-
-    Only exact test images are used; the note says how many and why.
-    """
-    splits = {}
-    if cfg.val_split:
-        splits["val"] = {"images": train.images[-cfg.val_split:], "labels": train.labels[-cfg.val_split:],
-                         "note": f"last {cfg.val_split:,} training images, held out"}
-    exact = test.exact
-    note = f"{int(exact.sum()):,} test images"
-    if not exact.all():
-        note = f"{int(exact.sum()):,} exact test images ({int((~exact).sum())} approximate ones excluded)"
-    splits["test"] = {"images": test.images[exact], "labels": test.labels[exact], "note": note}
-    if cfg.eval_limit:
-        for s in splits.values():
-            if len(s["labels"]) > cfg.eval_limit:
-                s["images"], s["labels"] = s["images"][:cfg.eval_limit], s["labels"][:cfg.eval_limit]
-                s["note"] += f", first {cfg.eval_limit:,} only"
-    return splits
 
 
 @contextmanager
