@@ -123,5 +123,7 @@ def test_corrupt_compact_copy_is_refused(tmp_path):
     with open(tmp_path / "cifar10-test.webp", "r+b") as fh:
         fh.seek(5000)
         fh.write(b"\x00\x01\x02")
-    with pytest.raises(DataError, match="cifar10-test.webp: SHA256"):
+    with pytest.raises(DataError, match="cifar10-test.webp: SHA256") as caught:
         load_split("cifar10", "test", tmp_path)
+    # the remedy fits the compact copy: there is nothing to download again
+    assert "copy the compact folder again" in str(caught.value) and "download" not in str(caught.value)

@@ -16,7 +16,7 @@ from swapout.config import TrainConfig
 from swapout.data import MEAN, STD, load_split
 from swapout.pipeline import TrainLoader
 from swapout.rundir import read_checkpoint
-from swapout.train import build_model
+from swapout.experiment import build_model
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")

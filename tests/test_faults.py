@@ -117,21 +117,76 @@ def test_corrupt_checkpoint_is_reported_when_resuming(whole_run, tmp_path):
 
 @needs_data
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import swapout.train as train_module
+    import swapout.step as step_module
 
     calls = {"n": 0}
-    real = train_module.F.cross_entropy
+    real = step_module.F.cross_entropy
 
     def poisoned(logits, target):
         calls["n"] += 1
         loss = real(logits, target)
         return loss * float("nan") if calls["n"] == 42 else loss
 
-    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(step_module.F, "cross_entropy", poisoned)
     run = tmp_path / "run"
-    with pytest.raises(TrainingStopped, match=r"the loss became nan at epoch 2, step 11; training stopped"):
+    with pytest.raises(TrainingStopped, match=r"the loss became non-finite at epoch 2, step 11; training stopped"):
         train(TrainConfig(**TINY), run, progress=False, log=lambda s: None)
     state = RunDir(run).load_checkpoint()  # intact, and from before the bad step
     assert state["state"]["global_step"] == 40
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not (run / "results.json").exists()
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    # A file in the checkpoint format, with a valid checksum, whose pickle calls a function on load.
+    # Loading it with pickle's full powers (torch.load(weights_only=False)) would create the marker file.
+    import hashlib
+    import io
+
+    from swapout import rundir
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    buffer = io.BytesIO()
+    torch.save({"model": {}, "evil": Payload()}, buffer, pickle_protocol=2)
+    payload = buffer.getvalue()
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(rundir._MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    # and through the command line: one line, exit 2, nothing created
+    proc = subprocess.run([sys.executable, "-m", "swapout.cli", "eval", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "refused to load" in proc.stderr and not marker.exists()
+
+
+@needs_data
+def test_a_non_finite_loss_found_at_a_later_read_leaves_no_later_checkpoint(tmp_path, monkeypatch):
+    # As on a GPU, the loop reads the device every few steps (here 7) and at epoch ends (31 steps);
+    # checkpoints only at epoch ends. The 40th step's loss is NaN: the read after step 42 finds it,
+    # names step 40, and the only checkpoint is the epoch end at step 31.
+    import swapout.step as step_module
+    import swapout.train as train_module
+
+    calls = {"n": 0}
+    real = step_module.F.cross_entropy
+
+    def poisoned(logits, target):
+        calls["n"] += 1
+        loss = real(logits, target)
+        return loss * float("nan") if calls["n"] == 40 else loss
+
+    monkeypatch.setattr(step_module.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(train_module, "READ_EVERY", {"cpu": 7})
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped, match=r"non-finite at epoch 2, step 9; training stopped"):
+        train(TrainConfig(**{**TINY, "checkpoint_every": 0}), run, progress=False, log=lambda s: None)
+    assert calls["n"] == 42  # found at the read after step 42, not at once
+    state = RunDir(run).load_checkpoint()
+    assert state["state"]["global_step"] == 31 and not (run / "checkpoint.prev.pt").exists()
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

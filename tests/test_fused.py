@@ -82,6 +82,32 @@ def test_keep_rate_of_both_masks(theta):
     assert abs(m2.double().mean().item() - (1 - theta)) < bound
 
 
+# theta = 1 must keep every unit and theta = 0 none. A 16-bit threshold off by one would keep (or drop)
+# one unit in 65,536: 2^20 units make that about 16 wrong units, so missing them all has probability e^-16.
+@pytest.mark.parametrize("theta1,theta2", [(1.0, 0.5), (0.0, 0.5), (0.5, 1.0), (0.5, 0.0),
+                                           (1.0, 1.0), (0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
+def test_theta_one_keeps_every_unit_and_zero_none(theta1, theta2):
+    shape = (1, 16, 256, 256)
+    x = torch.ones(shape, requires_grad=True)
+    fx = torch.full(shape, 2.0, requires_grad=True)
+    y = fused.swapout2(x, fx, theta1, theta2, _seeded(21))
+    # from the output alone: 0, 1 (X), 2 (F(X)) or 3 (both)
+    assert torch.all((y == 0) | (y == 1) | (y == 2) | (y == 3))
+    kept_x, kept_f = y.detach() % 2, y.detach() // 2
+    n = y.numel()
+    for kept, theta in ((kept_x, theta1), (kept_f, theta2)):
+        if theta in (0.0, 1.0):
+            assert torch.all(kept == theta)
+        else:  # the other mask still draws at its own rate (5 standard errors)
+            assert abs(kept.double().mean().item() - theta) < 5 * math.sqrt(theta * (1 - theta) / n)
+    y.backward(torch.ones_like(y))
+    # the backward pass keeps the same units: d y / d x = Theta1, d y / d F(X) = Theta2
+    assert torch.equal(x.grad, kept_x) and torch.equal(fx.grad, kept_f)
+    for grad, theta in ((x.grad, theta1), (fx.grad, theta2)):
+        if theta in (0.0, 1.0):
+            assert torch.equal(grad, torch.full(shape, theta))
+
+
 def test_gradcheck_fused_float64():
     x, fx = (torch.randn(3, 4, 5, 5, dtype=torch.float64, requires_grad=True) for _ in range(2))
     seed = torch.tensor(1234, dtype=torch.int64)

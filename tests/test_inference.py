@@ -79,3 +79,16 @@ def test_predict_bad_arguments(kwargs):
 def test_bad_inference_mode():
     with pytest.raises(ValueError, match="deterministic"):
         swapout.set_inference(_model(), "sampled")
+
+
+@pytest.mark.parametrize("max_batch", [None, 20, 1])
+def test_stochastic_depth_passes_in_one_call_are_independent(max_batch):
+    # One Bernoulli draw per block and pass: two passes of the 9-block net agree on every block with
+    # probability prod(t^2 + (1-t)^2) over the survival probabilities t, 0.023 for Linear(1, 0.5).
+    model = swapout.create_model("resnet_v2_ours", depth=20, num_classes=10, method="stochastic_depth").eval()
+    thetas = [j.thetas[1] for j in model.modules() if isinstance(j, SwapoutJoin)]
+    chance = torch.tensor([t * t + (1 - t) ** 2 for t in thetas]).prod().item()
+    probs = swapout.stochastic_passes(model, torch.randn(2, 3, 32, 32), samples=30, max_batch=max_batch)
+    same = [torch.equal(probs[s], probs[t]) for s in range(30) for t in range(s + 1, 30)]
+    # 435 pairs; one draw shared by a whole forward call would make every pair within a call identical
+    assert 0.01 < chance < 0.05 and sum(same) / len(same) < chance + 0.1

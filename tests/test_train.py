@@ -174,9 +174,25 @@ def test_eval_writes_both_errors_and_figure_2_and_report_marks_the_run(tmp_path,
     assert result["images"] == 60 and result["samples"] == 3
     curve = json.loads((run / "figure2-test.json").read_text())
     assert curve["samples"] == [1, 2, 3] and len(curve["standard_error"]) == 3 and curve["repeats"] == 2
-    with Image.open(run / "figure2-test.png") as png:
-        assert png.size == (640, 420)
+    with Image.open(run / "figure2-test.png") as png:  # drawn by matplotlib, 6.4 x 4.2 inches at 100 dpi
+        assert png.size == (640, 420) and png.info.get("Software", "").startswith("Matplotlib")
     capsys.readouterr()
     assert main(["report", str(run)]) == 0
     assert "test (swapout eval)" in capsys.readouterr().out
     assert main(["eval", str(run), "--split", "val", "--samples", "0"]) == 2
+
+
+@needs_data
+def test_a_preset_run_resumes_with_or_without_its_preset(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "short/quickstart", *TINY, "--max-steps", "3", "--out", str(run)]) == 0
+    before = read_checkpoint(run / "checkpoint.pt")["state"]["global_step"]
+    rows = RunDir(run).read_metrics()
+    for extra in ([], ["--preset", "short/quickstart"]):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), *extra, "--quiet"]) == 0, capsys.readouterr().err
+    # already at --max-steps: resuming trains no further
+    assert read_checkpoint(run / "checkpoint.pt")["state"]["global_step"] == before == 3
+    assert RunDir(run).read_metrics() == rows and len(rows) == 1  # the partial epoch's row is kept
+    code, err = _run_main(["train", "--resume", str(run), "--preset", "short/cpu-20-w1-resnet"], capsys)
+    assert code == 2 and "preset (run: 'short/quickstart', given: 'short/cpu-20-w1-resnet')" in err

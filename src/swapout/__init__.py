@@ -4,20 +4,28 @@
 output F(X), or X + F(X). Dropout, stochastic depth and residual networks are special cases.
 """
 
-from .inference import predict, set_inference, stochastic_passes, using_inference
-from .layers import (METHODS, Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout,
-                     SwapoutJoin, SwapoutN, make_joins)
+from .adaptive import adaptive_predict
+from .inference import pass_logits, predict, set_inference, stochastic_passes, using_inference
+from .layers import (Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin,
+                     SwapoutN)
+from .methods import METHODS, JoinSpec
 from .models import create_model, list_models, register_model
 from .ops import mask_shape, skipforward, swapout, swapout_sum
+from .recalibrate import recalibrate_bn
 from .schedules import Constant, Explicit, Linear, Schedule, parse_schedule
+from .uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature, mutual_information,
+                          ood_metrics)
+from .uncertainty_report import uncertainty_report
 
 __version__ = "0.1.0"
 
 __all__ = [
     "swapout", "swapout_sum", "skipforward", "mask_shape",
     "Swapout", "SwapoutN", "SwapoutJoin", "Residual", "Dropout", "ResidualDropout", "StochasticDepth",
-    "SkipForward", "METHODS", "make_joins",
+    "SkipForward", "METHODS", "JoinSpec",
     "Schedule", "Constant", "Linear", "Explicit", "parse_schedule",
     "create_model", "list_models", "register_model",
-    "set_inference", "using_inference", "predict", "stochastic_passes",
+    "set_inference", "using_inference", "predict", "stochastic_passes", "pass_logits",
+    "calibration_metrics", "fit_temperature", "cross_fit_temperature", "entropy", "mutual_information",
+    "ood_metrics", "uncertainty_report", "adaptive_predict", "recalibrate_bn",
 ]

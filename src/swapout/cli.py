@@ -9,8 +9,6 @@ import sys
 import time
 from typing import List, Optional
 
-import torch
-
 
 class UsageError(ValueError):
     """A mistake in what the user asked for: reported in one line, exit status 2."""
@@ -24,45 +22,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _demo(args: argparse.Namespace) -> None:
-    import swapout
+    from .demo import demo
 
-    torch.manual_seed(args.seed)
-    print(f"swapout {swapout.__version__}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("\nThe paper's networks (parameters):")
-    for name, depth, width in [("resnet_v2_ours", 20, 1), ("resnet_v2_ours", 20, 2), ("resnet_v2_ours", 32, 4),
-                               ("resnet_v1", 110, 1), ("preact_resnet", 164, 1)]:
-        model = swapout.create_model(name, depth=depth, width=width)
-        n = sum(p.numel() for p in model.parameters())
-        print(f"  {name:15s} depth {depth:4d} W x {width}: {n:>10,}")
+    demo(steps=args.steps, batch=args.batch, samples=args.samples, seed=args.seed)
 
-    model = swapout.create_model("resnet_v2_ours", depth=20, width=1, theta1="linear(1,0.5)",
-                                 theta2="linear(1,0.5)")
-    print(f"\nSwapout v2 (20) W x 1, Linear(1, 0.5): first join {model.blocks[0].join}, "
-          f"last {model.blocks[-1].join}")
-    x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    start = time.perf_counter()
-    for step in range(args.steps):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        print(f"  training step {step + 1}/{args.steps}: loss {loss.item():.3f}")
-    elapsed = time.perf_counter() - start
-    print(f"  {args.steps * args.batch / elapsed:.0f} images/s on random data, batch {args.batch}")
 
-    model.eval()
-    with torch.no_grad():
-        det = swapout.predict(model, x[:8], samples=0)
-        sto = swapout.predict(model, x[:8], samples=args.samples)
-    print(f"\nInference on 8 images: deterministic (expected masks) vs stochastic ({args.samples} samples)")
-    print(f"  mean max-probability {det.max(-1).values.mean():.3f} vs {sto.max(-1).values.mean():.3f}; "
-          f"top-1 agreement {(det.argmax(-1) == sto.argmax(-1)).float().mean():.2f}")
+_SCHEDULE_HELP = "a schedule: 0.8, linear(1,0.5) or 0.2,0.5,0.8 (one per block); None: linear(1,0.5); "
+_HELP = {"theta1": _SCHEDULE_HELP, "theta2": _SCHEDULE_HELP, "device": "auto, cpu, cuda or cuda:N; ",
+         "sync_bn": "true or false; ", "milestones": "epochs after which lr is divided by 10, e.g. 196,224; None: "
+         "the paper's scaled to --epochs; "}
 
 
 def _config_options(parser: argparse.ArgumentParser) -> None:
     """One --option per TrainConfig field; only options actually given end up in the namespace."""
     from .config import TrainConfig
+    from .models import list_models
 
     group = parser.add_argument_group("config fields (override the preset or the paper's defaults)")
     for f in dataclasses.fields(TrainConfig):
@@ -70,9 +44,11 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
             continue
         kind = {"int": int, "float": float, "bool": _boolean}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         if f.name == "milestones":
-            kind = _int_list
+            kind = _list_of(int, "196,224")
+        choices = TrainConfig.CHOICES.get(f.name) or (list_models() if f.name == "model" else None)
+        text = f"one of {', '.join(choices)}; " if choices else _HELP.get(f.name, "")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=argparse.SUPPRESS,
-                           metavar=f.name.upper(), help=f"default: {f.default!r}")
+                           metavar=f.name.upper(), help=f"{text}default: {f.default!r}")
 
 
 def _boolean(text: str) -> bool:
@@ -81,13 +57,6 @@ def _boolean(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _int_list(text: str) -> list:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 196,224, got {text!r}") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -113,7 +82,7 @@ def _train(args: argparse.Namespace) -> None:
         out = run.path
     else:
         values = load_preset(args.preset) if args.preset else {}
-        cfg = TrainConfig.from_dict({**values, **overrides}).validate()
+        cfg = TrainConfig.from_dict({**values, **overrides})
         name = (cfg.preset or f"{cfg.model}-{cfg.depth}-w{cfg.width}-{cfg.method}").replace("/", "-")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -121,11 +90,6 @@ def _train(args: argparse.Namespace) -> None:
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
         raise SystemExit(1)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
     if "stopped" in results or int(os.environ.get("RANK", "0")) != 0:
         return
     from .report import report_table
@@ -137,26 +101,56 @@ def _eval(args: argparse.Namespace) -> None:
     from .evaluate_run import evaluate_run
 
     evaluate_run(args.target, split=args.split, samples=args.samples, repeats=args.repeats, limit=args.limit,
-                 device=args.device, data_dir=args.data_dir, progress=not args.quiet)
+                 device=args.device, data_dir=args.data_dir, progress=not args.quiet, uncertainty=args.uncertainty,
+                 adaptive=args.adaptive, delta=args.delta, recalibrate_bn=args.recalibrate_bn)
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from .config import list_presets
+    from .report import presets_table
 
-    rows = ["| preset | paper row | dataset | model | depth | width | method | paper error (%) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, p in list_presets().items():
-        c, paper = p["config"], p["paper"]
-        err = ", ".join(f"{k.replace('_error', '').replace('error', 'reported')} {v}" for k, v in paper.items()) or "-"
-        rows.append(f"| {name} | {p['row']} | {c.get('dataset', 'cifar10')} | {c.get('model')} | {c.get('depth')} | "
-                    f"{c.get('width')} | {c.get('method')} | {err} |")
-    print("\n".join(rows))
+    print(presets_table())
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import report_table
+    from .report import report_table, seed_table
 
-    print(report_table(args.runs))
+    print(seed_table(args.runs) if args.by_seed else report_table(args.runs))
+
+
+def _list_of(kind, example: str):
+    """An argparse type: a comma-separated list of ``kind``."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or (kind is int and min(values) < 0):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list like {example}, got {text!r}")
+        return values
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from .sweep import run_sweep
+    from .sweep_plan import definition_from
+
+    overrides = _overrides(args)
+    device, data_dir = overrides.pop("device", "auto"), overrides.pop("data_dir", None)
+    definition = definition_from(args.presets, args.seeds, args.file, overrides)
+    status = run_sweep(args.out, definition, per_gpu=args.per_gpu, gpus=args.gpus, device=device, data_dir=data_dir,
+                       budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace)
+    if status:
+        raise SystemExit(status)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--repeats", type=int, default=10,
                     help="repetitions for the error-vs-passes curve (the paper used 30; 0 skips the curve)")
     ev.add_argument("--limit", type=int, help="evaluate on the first N images of the split only")
+    ev.add_argument("--uncertainty", action="store_true",
+                    help="NLL, Brier score, calibration error (15 bins), temperature scaling, reliability diagram, "
+                         "entropy and mutual information, OOD detection against the other CIFAR test set")
+    ev.add_argument("--adaptive", action="store_true",
+                    help="adaptive stochastic inference: per image, passes until the top-1 answer is settled "
+                         "(at most --samples)")
+    ev.add_argument("--delta", type=float, default=0.05, help="adaptive inference: per-image bound on the chance "
+                    "of stopping with another answer than infinitely many passes would give (default 0.05)")
+    ev.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                    help="re-estimate BatchNorm statistics for deterministic inference on N training images; writes "
+                         "checkpoint.bn-recalibrated-N.pt beside the checkpoint, which stays untouched")
     ev.add_argument("--device", default=None, help="default: the run's device setting")
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--quiet", action="store_true")
@@ -189,7 +194,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="a markdown table of runs beside the paper's figures")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--by-seed", action="store_true",
+                    help="one row per group of runs that differ only in their seed: mean ± sd over the seeds")
     rp.set_defaults(func=_report)
+
+    sw = sub.add_parser(
+        "sweep", help="many runs (presets x seeds) at once, several per GPU, resumable, within a time budget",
+        description="Every preset of --presets with every seed of --seeds (or the runs of --file), each in "
+                    "SWEEP_DIR/<preset>/seed-<S>; --out SWEEP_DIR alone continues a sweep. At the end: the "
+                    "runs' report and mean ± sd over seeds. --device: auto, cpu or cuda.")
+    sw.add_argument("--out", required=True, metavar="SWEEP_DIR", help="the sweep's directory (required)")
+    sw.add_argument("--presets", type=_list_of(str, "table1/resnet-v2-ours-w1,table1/swapout-v2-w1"),
+                    help="comma-separated presets (see 'swapout presets')")
+    sw.add_argument("--seeds", type=_list_of(int, "0,1,2"), help="comma-separated seeds (default: 0)")
+    sw.add_argument("--file", metavar="SWEEP_JSON",
+                    help='runs as JSON: {"runs": [{"preset": P, "seeds": [0, 1], "overrides": {"epochs": 30}, '
+                         '"name": DIR}]} (overrides and name optional); config options given here apply to all')
+    sw.add_argument("--per-gpu", type=int, default=1, metavar="N",
+                    help="runs at once on each GPU, or on the CPU if there is none (default 1)")
+    sw.add_argument("--gpus", type=_list_of(int, "0,2"), help="which visible GPUs to use (default: all)")
+    sw.add_argument("--budget-minutes", type=_positive_float, metavar="M",
+                    help="after M minutes (wall clock) stop every run with a checkpoint, start no more, and "
+                         "print the command that continues the sweep; exit 0")
+    sw.add_argument("--stop-grace", type=_positive_float, default=300.0, metavar="SECONDS",
+                    help="how long a stopped run may take to finish its step or evaluation before it is killed "
+                         "(default 300)")
+    _config_options(sw)
+    sw.set_defaults(func=_sweep)
 
     demo = sub.add_parser("demo", help="build the paper's models, train a few steps on random data, infer both ways")
     demo.add_argument("--steps", type=int, default=3, help="training steps (default 3)")

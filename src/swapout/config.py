@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional
 
+from .checks import GRANULARITIES, PRECISIONS, check_positive_int
 from .data import DATASETS
-from .layers import METHODS
+from .layers import SKIPFORWARD_ON
+from .methods import METHODS, JoinSpec
 from .models import list_models
 from .pipeline import CROPS
-from .schedules import parse_schedule
 
 __all__ = ["TrainConfig", "load_preset", "list_presets", "learning_rate", "PAPER_EPOCHS", "PAPER_MILESTONES"]
 
@@ -37,6 +38,7 @@ class TrainConfig:
     theta1: Optional[str] = None          # schedule in the paper's notation; None: the method's default
     theta2: Optional[str] = None
     granularity: Optional[str] = None     # mask granularity; None: the method's default
+    skipforward_on: str = "x"             # skipforward: Theta on X (equation 4 as printed) or on F(X) ("fx")
     epochs: int = PAPER_EPOCHS
     batch_size: int = 128
     lr: float = 0.1
@@ -52,10 +54,17 @@ class TrainConfig:
     checkpoint_every: int = 0             # also checkpoint every N steps inside an epoch (0: at epoch ends)
     seed: int = 0
     device: str = "auto"                  # auto, cpu, cuda, cuda:1, ...
+    precision: str = "auto"               # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 on the CPU
+    compile: str = "auto"                 # torch.compile the step: true, false; auto: true on CUDA only
     data_dir: Optional[str] = None
 
-    # fields that may differ when a run is resumed (where the data is, which device runs it)
-    RESUMABLE_CHANGES = ("data_dir", "device")
+    # fields that may differ when a run is resumed: where the data is, which device runs it, how fast,
+    # and where it stops
+    RESUMABLE_CHANGES = ("data_dir", "device", "precision", "compile", "max_steps")
+    # allowed values of the fields that take a word, for checks and --help
+    CHOICES = {"dataset": DATASETS, "method": METHODS, "crop": CROPS, "granularity": GRANULARITIES,
+               "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS,
+               "compile": ("auto", "true", "false")}
 
     def resolved_milestones(self) -> List[int]:
         if self.milestones is not None:
@@ -67,39 +76,30 @@ class TrainConfig:
         return self.lr * 0.1 ** sum(epoch >= m for m in self.resolved_milestones())
 
     def validate(self) -> "TrainConfig":
-        """Check every field; raises ValueError naming the field and what is allowed."""
-        from .models.common import check_positive
+        """Check every field; raises ValueError naming the field and what is allowed.
 
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        The method's thetas and granularity are checked by :meth:`join`, which parses the schedules;
+        the depth and an explicit schedule's length when the model is built.
+        """
+        for name, allowed in self.CHOICES.items():
+            value = getattr(self, name)
+            if not (value is None and name == "granularity") and value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.model not in list_models():
             raise ValueError(f"unknown model {self.model!r}; available: {', '.join(list_models())}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
-        for name in ("theta1", "theta2"):
-            value = getattr(self, name)
-            if value is not None:
-                try:
-                    parse_schedule(value)
-                except ValueError as err:
-                    raise ValueError(f"{name}: {err}") from None
         for name in ("epochs", "batch_size", "width", "depth"):
-            try:
-                check_positive(getattr(self, name), name)
-            except ValueError:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}") from None
+            check_positive_int(getattr(self, name), name)
         for name in ("lr", "weight_decay", "momentum"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        for name in ("val_split", "eval_samples", "checkpoint_every", "seed"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        for name in ("eval_limit", "max_steps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or unset, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("val_split", "eval_samples", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("eval_limit", "max_steps"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
         if not isinstance(self.sync_bn, bool):
             raise ValueError(f"sync_bn must be true or false, got {self.sync_bn!r}")
         if self.val_split >= 50_000:
@@ -107,16 +107,11 @@ class TrainConfig:
         if self.milestones is not None and (not isinstance(self.milestones, list) or any(
                 isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)):
             raise ValueError(f"milestones must be a list of epochs >= 1, got {self.milestones!r}")
-        # the model's own checks (depth 6n+2, theta per method, granularity), without allocating weights
-        import torch
-
-        from .data import NUM_CLASSES
-        from .models import create_model
-
-        with torch.device("meta"):
-            create_model(self.model, depth=self.depth, width=self.width, num_classes=NUM_CLASSES[self.dataset],
-                         method=self.method, theta1=self.theta1, theta2=self.theta2, granularity=self.granularity)
         return self
+
+    def join(self) -> JoinSpec:
+        """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity."""
+        return JoinSpec(self.method, self.theta1, self.theta2, self.granularity, self.skipforward_on)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -60,19 +60,6 @@ ARCHIVES = {
                  "test": {"test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}, "labels": b"fine_labels"},
 }
 
-# SHA-256 of the compact lossless copy's files.
-COMPACT_SHA256 = {
-    "cifar10-train.0.webp": "00c1b7ae577eabd5388c4a62ce096e10c0af5376b78cc7210e591cc38b713003",
-    "cifar10-train.1.webp": "2c7c1138fed6c13d2550a158700c4204917b206fd2ff18fde95a2b4b0a3642e2",
-    "cifar10-train.npz": "4f7279fa8cc52d9c1f430d1ee19c9b1f9bca7373ab527224427e769c8f1fc493",
-    "cifar10-test.webp": "110ab725da0ff2d4eaec28a5ac330b1ee4f62c79f6e7be904e9fab5e528f672d",
-    "cifar10-test.npz": "95512cda98c335c2289c440d9debd891417499872c4fa0b0401dfe9e8f6ac5c2",
-    "cifar100-train.0.webp": "0a4603c04448b6dfa08da433b4d24b7fff698ca07dd0c69658a591a31632c2fb",
-    "cifar100-train.1.webp": "9cd75fdcc2de876dab14b6654d358aeae65b30a6af1f9747fad642f0d2c84263",
-    "cifar100-train.npz": "b63078e641c03fc8f263771f192730b4b4d297d7b28145561ff4dae3011021e5",
-    "cifar100-test.webp": "5103545e67ac0fed17b680f566114a386ad8d5d8aa4b41c188d235a3962f8360",
-    "cifar100-test.npz": "22a4270a7d4881044024ea010a09815689dbfae27d18d48af4a17fe2b6d88c73",
-}
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 
 
@@ -116,11 +103,13 @@ def _digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _check_digest(path: Path, expected: str, algorithm: str) -> None:
+def check_digest(path: Path, expected: str, algorithm: str,
+                 remedy: str = "delete it and download the official archive again") -> None:
+    """DataError naming ``path`` unless its digest is ``expected``; ``remedy`` says what to do."""
     actual = _digest(path, algorithm)
     if actual != expected:
         raise DataError(f"{path}: {algorithm.upper()} is {actual}, expected {expected}; the file is truncated, "
-                        f"corrupt or not the official one; delete it and fetch it again")
+                        f"corrupt or not the one expected; {remedy}")
 
 
 # -- the official pickles ------------------------------------------------------------------------------
@@ -175,7 +164,7 @@ def _from_folder(dataset: str, split: str, folder: Path) -> Split:
         path = folder / name
         if not path.exists():
             raise DataError(f"{path}: missing; expected the official batch file")
-        _check_digest(path, md5, "md5")
+        check_digest(path, md5, "md5")
         return path.read_bytes()
 
     return _from_batches(dataset, split, read, str(folder))
@@ -183,7 +172,7 @@ def _from_folder(dataset: str, split: str, folder: Path) -> Split:
 
 def _from_archive(dataset: str, split: str, archive: Path) -> Split:
     spec = ARCHIVES[dataset]
-    _check_digest(archive, spec["md5"], "md5")
+    check_digest(archive, spec["md5"], "md5")
     try:
         with tarfile.open(archive, "r:gz") as tar:
             def read(name: str, md5: str) -> bytes:
@@ -200,41 +189,6 @@ def _from_archive(dataset: str, split: str, archive: Path) -> Split:
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DataError(f"{archive}: cannot be read as a gzipped tar archive ({err}); it is truncated or "
                         f"corrupt; delete it and download it again") from None
-
-
-def _from_compact(dataset: str, split: str, data_dir: Path, verify: bool) -> Split:
-    from PIL import Image
-
-    prefix = f"{dataset}-{split}"
-    webps = sorted(data_dir.glob(f"{prefix}.[0-9].webp")) or [data_dir / f"{prefix}.webp"]
-    files = webps + [data_dir / f"{prefix}.npz"]
-    for path in files:
-        if not path.exists():
-            raise DataError(f"{path}: missing; the compact copy of {prefix} needs {', '.join(p.name for p in files)}")
-        if verify and path.name in COMPACT_SHA256:
-            _check_digest(path, COMPACT_SHA256[path.name], "sha256")
-    tiles = []
-    for path in webps:
-        try:
-            with Image.open(path) as img:
-                grid = np.asarray(img.convert("RGB"))
-        except Exception as err:
-            raise DataError(f"{path}: not a readable WebP image ({err})") from None
-        h, w, _ = grid.shape
-        if h % 32 or w % 32:
-            raise DataError(f"{path}: {w}x{h} pixels is not a grid of 32x32 tiles")
-        tiles.append(grid.reshape(h // 32, 32, w // 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 32, 32, 3))
-    try:
-        with np.load(files[-1], allow_pickle=False) as archive:
-            labels = archive["labels"].astype(np.int64)
-            exact = archive["lossless"].astype(bool) if "lossless" in archive else np.ones(len(labels), bool)
-    except Exception as err:
-        raise DataError(f"{files[-1]}: not a readable label archive with 'labels' ({err})") from None
-    images = np.ascontiguousarray(np.concatenate(tiles))
-    if len(images) != SPLIT_SIZES[split] or len(labels) != len(images) or len(exact) != len(images):
-        raise DataError(f"{prefix}: expected {SPLIT_SIZES[split]:,} images and labels, got {len(images):,} "
-                        f"images and {len(labels):,} labels")
-    return Split(images, labels, exact, f"{data_dir} (compact lossless copy)")
 
 
 def _download(url: str, target: Path) -> None:
@@ -276,7 +230,9 @@ def load_split(dataset: str, split: str, data_dir: Optional[os.PathLike] = None,
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     spec = ARCHIVES[dataset]
     if (data_dir / f"{dataset}-{split}.npz").exists():
-        return _from_compact(dataset, split, data_dir, verify)
+        from .data_compact import read_compact
+
+        return read_compact(dataset, split, data_dir, verify)
     if (data_dir / spec["folder"]).is_dir():
         return _from_folder(dataset, split, data_dir / spec["folder"])
     archive = data_dir / spec["file"]

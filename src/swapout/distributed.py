@@ -1,4 +1,4 @@
-"""Where a process runs: its device, and its place in a torchrun process group.
+"""Where a process runs: its device, its place in a torchrun process group, its signals.
 
 One code path serves single-process and data-parallel training (as in nanoGPT): :func:`process_group`
 joins the group when torchrun started several processes and is a no-op otherwise.
@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import platform
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["resolve_device", "Process", "process_group"]
+__all__ = ["resolve_device", "Process", "process_group", "stop_signals"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,6 +47,27 @@ class Process:
     def lead(self) -> bool:
         """The first process writes files, logs and draws progress bars."""
         return self.rank == 0
+
+    def describe(self) -> str:
+        """The hardware, in words, for logs and results: "NVIDIA H100 ...", "cpu (x86_64, 2 threads)"."""
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        else:
+            name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return name if self.world == 1 else f"{self.world} processes, each {name}"
+
+    def rng_state(self) -> Dict[str, Any]:
+        """This process's random generator states (CPU, and its GPU's), for a checkpoint."""
+        state = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_rng_state(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`rng_state` returned."""
+        torch.set_rng_state(state["torch"])
+        if self.device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def gather(self, obj: Any) -> List[Any]:
         """``obj`` from every process, in rank order (a list of one without a process group)."""
@@ -83,8 +106,37 @@ def process_group(device_name: str) -> Iterator[Process]:
     if joined:
         timeout = datetime.timedelta(seconds=float(os.environ.get("SWAPOUT_DIST_TIMEOUT", "300")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    completed = False
     try:
         yield Process(dist.get_rank(), dist.get_world_size(), device)
+        completed = True
     finally:
         if joined and dist.is_initialized():
+            if completed:  # leave together: a process tearing down while another still talks can abort
+                dist.barrier()
             dist.destroy_process_group()
+
+
+@contextmanager
+def stop_signals() -> Iterator[Dict[str, Optional[str]]]:
+    """SIGINT and SIGTERM record their name in the yielded dict (``"name"``) instead of stopping the process.
+
+    The training loop looks at it between steps, writes a checkpoint and returns, so a Ctrl-C or a
+    scheduler's SIGTERM loses nothing. Outside the main thread signals are left alone.
+    """
+    received: Dict[str, Optional[str]] = {"name": None}
+
+    def handler(signum, frame):
+        received["name"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:
+            pass
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

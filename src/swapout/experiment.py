@@ -14,9 +14,9 @@ __all__ = ["build_model", "eval_splits"]
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The network ``cfg`` describes, freshly initialised on the CPU."""
-    return create_model(cfg.model, depth=cfg.depth, width=cfg.width, num_classes=NUM_CLASSES[cfg.dataset],
-                        method=cfg.method, theta1=cfg.theta1, theta2=cfg.theta2, granularity=cfg.granularity)
+    """The network ``cfg`` describes, freshly initialised on the CPU; ValueError for a bad config."""
+    join = cfg.validate().join()  # parses the schedules, once
+    return create_model(cfg.model, depth=cfg.depth, width=cfg.width, num_classes=NUM_CLASSES[cfg.dataset], join=join)
 
 
 def eval_splits(cfg: TrainConfig, train: Split, test: Split) -> Dict[str, Dict[str, Any]]:

@@ -27,23 +27,16 @@ fused kernels.
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import os
-import platform
-import subprocess
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["available", "set_enabled", "swapout2", "masks", "draw_seed", "cpu_library", "cache_dir"]
+__all__ = ["available", "set_enabled", "swapout2", "masks", "draw_seed", "cpu_library"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "swapout_cpu.c"
 _MASK_BITS = 16
 _lock = threading.Lock()
 _cpu_lib: Optional[object] = None  # None: not tried yet; False: unavailable
@@ -72,77 +65,17 @@ def threshold(theta: float) -> int:
     return int(round(theta * (1 << _MASK_BITS)))
 
 
-def cache_dir() -> Path:
-    """Where compiled kernels are kept: ``$SWAPOUT_CACHE``, else the per-user cache directory."""
-    if os.environ.get("SWAPOUT_CACHE"):
-        return Path(os.environ["SWAPOUT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
-    return Path(base) / "swapout"
-
-
-def _cpu_flags() -> str:
-    # -march=native code must not be reused on a different processor: the cache key names its features.
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next((line for line in fh if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return platform.processor()
-
-
-def _compile(target: Path) -> Optional[str]:
-    """Build the CPU kernel into ``target``; returns an error message, or None on success."""
-    compiler = os.environ.get("CC", "cc")
-    attempts = [["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"]]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    error = "no attempt made"
-    for flags in attempts:
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        cmd = [compiler, *flags, "-shared", "-fPIC", "-std=c99", str(_SOURCE), "-o", tmp]
-        try:
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            os.unlink(tmp)
-            return f"{compiler} could not be run ({err})"
-        if result.returncode == 0:
-            os.replace(tmp, target)  # atomic: a concurrent process sees the old file or the new one
-            return None
-        os.unlink(tmp)
-        error = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-    return f"{compiler} failed: {error}"
-
-
 def cpu_library():
     """The compiled CPU kernel as a ctypes library, building it on first use; None if impossible."""
     global _cpu_lib
     if _cpu_lib is None:
         with _lock:
             if _cpu_lib is None:
-                _cpu_lib = _load_cpu_library() or False
+                from .fused_cpu import load_library
+
+                _cpu_lib = load_library(lambda error: _warn_once(
+                    "cpu", f"swapout: fused CPU kernel unavailable, using the reference op ({error})")) or False
     return _cpu_lib or None
-
-
-def _load_cpu_library():
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + _cpu_flags().encode() + os.environ.get("CC", "cc").encode()
-                         + platform.machine().encode()).hexdigest()[:16]
-    target = cache_dir() / f"swapout_cpu_{key}.so"
-    if not target.exists():
-        try:
-            error = _compile(target)
-        except OSError as err:
-            error = f"cannot write to {target.parent} ({err})"
-        if error:
-            _warn_once("cpu", f"swapout: fused CPU kernel unavailable, using the reference op ({error})")
-            return None
-    lib = ctypes.CDLL(str(target))
-    pointers = [ctypes.c_void_p] * 3
-    scalars = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
-    for name in ("swapout_fwd_f32", "swapout_fwd_f64", "swapout_bwd_f32", "swapout_bwd_f64"):
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = pointers + scalars, None
-    lib.swapout_masks.argtypes, lib.swapout_masks.restype = [ctypes.c_void_p] + scalars, None
-    return lib
 
 
 def _triton_module():

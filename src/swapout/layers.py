@@ -27,12 +27,14 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .ops import check_theta, skipforward, swapout_sum, check_granularity
+from .checks import check_granularity, check_theta
+from .ops import skipforward, swapout_sum
 
 INFERENCE_MODES = ("deterministic", "stochastic")
+SKIPFORWARD_ON = ("x", "fx")
 
 __all__ = ["SwapoutJoin", "Swapout", "SwapoutN", "Residual", "Dropout", "ResidualDropout",
-           "StochasticDepth", "SkipForward", "INFERENCE_MODES", "METHODS", "make_joins"]
+           "StochasticDepth", "SkipForward", "INFERENCE_MODES", "SKIPFORWARD_ON", "check_inference_mode"]
 
 
 def check_inference_mode(mode: str) -> str:
@@ -61,16 +63,29 @@ class SwapoutJoin(nn.Module):
         self.generator = generator
         self.inference = "deterministic"
 
+    # How many independent passes one forward call holds, stacked along the batch dimension. Set by
+    # swapout.stochastic_passes, so that a "batch"-granularity join draws one mask per pass, not per call.
+    passes_per_call = 1
+
     @property
     def sampling(self) -> bool:
         """True when this forward pass draws masks: in training, or in stochastic inference."""
         return self.training or self.inference == "stochastic"
 
+    def _per_pass(self, join, tensors) -> Tensor:
+        k = self.passes_per_call
+        if k == 1 or self.granularity != "batch" or not self.sampling:
+            return join(*tensors)
+        if tensors[0].shape[0] % k:
+            raise ValueError(f"a batch of {tensors[0].shape[0]} rows cannot hold {k} passes of equal size")
+        return torch.cat([join(*part) for part in zip(*(t.chunk(k) for t in tensors))])
+
     def forward(self, *tensors: Tensor) -> Tensor:
         if len(tensors) != len(self.thetas):
             raise ValueError(f"{type(self).__name__} takes {len(self.thetas)} tensors, got {len(tensors)}")
-        return swapout_sum(tensors, self.thetas, sample=self.sampling,
-                           granularity=self.granularity, generator=self.generator)
+        return self._per_pass(lambda *ts: swapout_sum(ts, self.thetas, sample=self.sampling,
+                                                      granularity=self.granularity, generator=self.generator),
+                              tensors)
 
     def extra_repr(self) -> str:
         names = [f"theta{i + 1}={t:g}" for i, t in enumerate(self.thetas)]
@@ -115,14 +130,14 @@ class Dropout(Swapout):
     """Dropout of the block output, equation 1: ``Y = Theta*F(X)``, no skip term, no rescaling."""
 
     def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None):
-        super().__init__(0.0, theta, granularity, generator)
+        super().__init__(0.0, check_theta(theta), granularity, generator)
 
 
 class ResidualDropout(Swapout):
     """Dropout on the residual branch only: ``Y = X + Theta*F(X)``, no rescaling."""
 
     def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None):
-        super().__init__(1.0, theta, granularity, generator)
+        super().__init__(1.0, check_theta(theta), granularity, generator)
 
 
 class StochasticDepth(Swapout):
@@ -130,85 +145,36 @@ class StochasticDepth(Swapout):
 
     Args:
         theta: survival probability of the block.
-        per_sample: one draw per sample instead of one per mini-batch (Huang et al.'s choice).
+        per_sample: one draw per sample instead of one per mini-batch (Huang et al. draw one per
+            mini-batch; per sample is a finer-grained variant).
     """
 
     def __init__(self, theta: float, per_sample: bool = False, generator: Optional[torch.Generator] = None):
-        super().__init__(1.0, theta, "sample" if per_sample else "batch", generator)
+        super().__init__(1.0, check_theta(theta), "sample" if per_sample else "batch", generator)
 
 
 class SkipForward(SwapoutJoin):
-    """SkipForward, equation 4: ``Y = Theta*X + (1-Theta)*F(X)``, one coupled mask.
+    """SkipForward, equation 4: each unit reports either X or F(X), one coupled mask.
 
     Args:
-        theta: probability that a unit reports X (it reports F(X) otherwise).
+        theta: probability that a unit reports the input named by ``on``.
         granularity, generator: as in :class:`SwapoutJoin`.
+        on: ``"x"`` (equation 4 as printed): ``Y = Theta*X + (1-Theta)*F(X)``; ``"fx"``: Theta on
+            F(X), ``Y = (1-Theta)*X + Theta*F(X)``.
     """
 
-    def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None):
-        super().__init__((theta,), granularity, generator)
+    def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None,
+                 on: str = "x"):
+        if on not in SKIPFORWARD_ON:
+            raise ValueError(f"on must be 'x' or 'fx', got {on!r}")
+        super().__init__((check_theta(theta),), granularity, generator)
+        self.on = on
 
     def forward(self, x: Tensor, fx: Tensor) -> Tensor:
-        return skipforward(x, fx, self.thetas[0], sample=self.sampling,
-                           granularity=self.granularity, generator=self.generator)
+        kept, other = (x, fx) if self.on == "x" else (fx, x)
+        return self._per_pass(lambda a, b: skipforward(a, b, self.thetas[0], sample=self.sampling,
+                                                       granularity=self.granularity, generator=self.generator),
+                              (kept, other))
 
     def extra_repr(self) -> str:
-        return super().extra_repr().replace("theta1=", "theta=", 1)
-
-
-METHODS = ("resnet", "swapout", "dropout", "residual_dropout", "stochastic_depth", "skipforward")
-
-# Which of theta1/theta2 each method reads. The paper trained every stochastic method with Linear(1, 0.5).
-_METHOD_THETAS = {
-    "resnet": (),
-    "swapout": ("theta1", "theta2"),
-    "dropout": ("theta2",),
-    "residual_dropout": ("theta2",),
-    "stochastic_depth": ("theta2",),
-    "skipforward": ("theta1",),
-}
-DEFAULT_SCHEDULE = "linear(1,0.5)"
-
-
-def make_joins(method: str, num_blocks: int, theta1=None, theta2=None,
-               granularity: Optional[str] = None) -> list:
-    """One join module per block for a training ``method``, with thetas resolved from schedules.
-
-    Args:
-        method: one of ``METHODS``: ``"resnet"`` (X + F(X)), ``"swapout"`` (theta1 for X, theta2 for
-            F(X)), ``"dropout"`` (theta2 for F(X), no skip), ``"residual_dropout"`` (X + theta2 mask on
-            F(X)), ``"stochastic_depth"`` (theta2 = survival probability, one draw per mini-batch),
-            ``"skipforward"`` (theta1 = probability of reporting X).
-        num_blocks: number of blocks L that the schedules are resolved for.
-        theta1, theta2: a number, a schedule string (``"linear(1,0.5)"``, ``"0.8"``, ``"0.2,0.5"``), a
-            list, or None for the paper's default, Linear(1, 0.5). A theta the method does not use
-            must be None.
-        granularity: mask granularity; None gives ``"unit"``, or ``"batch"`` for stochastic depth.
-    """
-    from .schedules import parse_schedule
-
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    used = _METHOD_THETAS[method]
-    given = {"theta1": theta1, "theta2": theta2}
-    for name, value in given.items():
-        if value is not None and name not in used:
-            allowed = " and ".join(used) if used else "no theta"
-            raise ValueError(f"method {method!r} takes {allowed}; {name}={value!r} is not used by it")
-    values = {name: parse_schedule(DEFAULT_SCHEDULE if given[name] is None else given[name]).values(num_blocks)
-              for name in used}
-    if granularity is None:
-        granularity = "batch" if method == "stochastic_depth" else "unit"
-    check_granularity(granularity)
-    if method == "stochastic_depth" and granularity not in ("batch", "sample"):
-        raise ValueError(f"stochastic_depth draws one mask per mini-batch ('batch') or per sample ('sample'), "
-                         f"got granularity {granularity!r}; use residual_dropout for finer masks")
-    build = {
-        "resnet": lambda i: Residual(),
-        "swapout": lambda i: Swapout(values["theta1"][i], values["theta2"][i], granularity),
-        "dropout": lambda i: Dropout(values["theta2"][i], granularity),
-        "residual_dropout": lambda i: ResidualDropout(values["theta2"][i], granularity),
-        "stochastic_depth": lambda i: StochasticDepth(values["theta2"][i], per_sample=granularity == "sample"),
-        "skipforward": lambda i: SkipForward(values["theta1"][i], granularity),
-    }[method]
-    return [build(i) for i in range(num_blocks)]
+        return super().extra_repr().replace("theta1=", "theta=", 1) + f", on={self.on!r}"

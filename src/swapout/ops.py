@@ -34,27 +34,9 @@ import torch
 from torch import Tensor
 
 from . import fused
+from .checks import GRANULARITIES, check_granularity, check_theta
 
-GRANULARITIES = ("unit", "channel", "sample", "batch")
-
-__all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "check_theta", "check_granularity"]
-
-
-def check_theta(theta: float, name: str = "theta") -> float:
-    """Return ``theta`` as a float after checking that it is a probability in [0, 1]."""
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {theta!r}")
-    theta = float(theta)
-    if not 0.0 <= theta <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be a keep probability in [0, 1], got {theta}")
-    return theta
-
-
-def check_granularity(granularity: str) -> None:
-    if granularity not in GRANULARITIES:
-        raise ValueError(
-            f"granularity must be one of {', '.join(repr(g) for g in GRANULARITIES)}, got {granularity!r}"
-        )
+__all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape"]
 
 
 def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
@@ -181,7 +163,8 @@ def skipforward(
     One mask, coupled: each unit reports either X (with probability ``theta``) or F(X).
     Arguments as in :func:`swapout`; deterministic inference gives ``theta*X + (1-theta)*F(X)``.
     """
-    theta = _check_tensors((x, fx), (theta, 0.0))[0]
+    theta = check_theta(theta)
+    _check_tensors((x, fx), (theta, 0.0))
     check_granularity(granularity)
     if theta in (0.0, 1.0):
         return fx if theta == 0.0 else x

@@ -83,19 +83,21 @@ class TrainLoader:
     def batches(self, epoch: int, start: int = 0) -> Iterator[Tuple[Tensor, Tensor]]:
         """This rank's (images, labels) for steps ``start`` .. ``len(self) - 1`` of ``epoch``."""
         order, flips, crops = self._epoch_plan(epoch)
+        # One copy per epoch: a copy from pageable host memory per step would wait for the GPU each time.
+        order, flips, image_crops = order.to(self.device), flips.to(self.device), crops.to(self.device)
         local = self.batch_size // self.world_size
         for step in range(start, len(self)):
             lo = step * self.batch_size + self.rank * local
-            index = order[lo:lo + local].to(self.device)
+            index = order[lo:lo + local]
             x = _normalise(self.images[index], self.mean, self.std)
-            flip = flips[lo:lo + local].to(self.device)
+            flip = flips[lo:lo + local]
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
             x = F.pad(x, (self.pad,) * 4)
             if self.crop == "batch":
-                dy, dx = crops[step].tolist()
+                dy, dx = crops[step].tolist()  # host values: slicing needs Python integers
                 x = x[:, :, dy:dy + 32, dx:dx + 32]
             else:
-                offsets = crops[lo:lo + local].to(self.device)
+                offsets = image_crops[lo:lo + local]
                 rows = (offsets[:, 0:1] + torch.arange(32, device=self.device)).view(-1, 1, 32, 1)
                 cols = (offsets[:, 1:2] + torch.arange(32, device=self.device)).view(-1, 1, 1, 32)
                 batch = torch.arange(local, device=self.device).view(-1, 1, 1, 1)

@@ -16,13 +16,14 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["RunDir", "CheckpointError", "save_json"]
+__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint"]
 
 _MAGIC = b"SWAPOUT-CKPT-1\n"
 
@@ -51,6 +52,11 @@ def _write_checkpoint(state: Dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_checkpoint(state: Dict[str, Any], path: os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically, with its checksum, in the format :func:`read_checkpoint` reads."""
+    _write_checkpoint(state, Path(path))
+
+
 def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     """Load a checkpoint written by this module, checking its digest; CheckpointError if unusable."""
     path = Path(path)
@@ -65,7 +71,14 @@ def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"{path}: truncated or corrupt ({len(payload):,} bytes do not match the checksum "
                               f"written with them)")
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    try:
+        # weights_only: tensors, containers and numbers only, so a checkpoint from elsewhere cannot run code
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: it holds more than tensors, numbers and containers "
+                              f"({str(err).splitlines()[0][:200]})") from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot be loaded ({str(err).splitlines()[0][:200]})") from None
 
 
 class RunDir:
@@ -105,22 +118,29 @@ class RunDir:
             os.replace(self.checkpoint_path, self.previous_checkpoint_path)
         _write_checkpoint(state, self.checkpoint_path)
 
-    def load_checkpoint(self) -> Dict[str, Any]:
-        """The latest usable checkpoint; falls back to the previous one, with a warning, if needed."""
+    def latest_checkpoint(self) -> Tuple[Dict[str, Any], Path, List[str]]:
+        """The latest usable checkpoint, the file it came from, and why any newer file was skipped.
+
+        Returns ``(state, path, skipped)``; ``skipped`` holds one line per damaged newer file, e.g.
+        ``"checkpoint.pt: truncated or corrupt (...)"``. Raises CheckpointError if none is usable.
+        """
         errors = []
         for path in (self.checkpoint_path, self.previous_checkpoint_path):
             if not path.exists():
                 continue
             try:
-                state = read_checkpoint(path)
+                return read_checkpoint(path), path, [e.replace(f"{p}: ", f"{p.name}: ", 1) for p, e in errors]
             except CheckpointError as err:
-                errors.append(str(err))
-                continue
-            if errors:
-                warnings.warn(f"{errors[0]}; using the previous checkpoint {path.name} instead", RuntimeWarning,
-                              stacklevel=2)
-            return state
-        raise CheckpointError("; ".join(errors) or f"{self.path}: no checkpoint to resume from")
+                errors.append((path, str(err)))
+        raise CheckpointError("; ".join(e for _, e in errors) or f"{self.path}: no checkpoint to resume from")
+
+    def load_checkpoint(self) -> Dict[str, Any]:
+        """The latest usable checkpoint; falls back to the previous one, with a warning, if needed."""
+        state, path, errors = self.latest_checkpoint()
+        if errors:
+            warnings.warn(f"{self.path / errors[0]}; using the previous checkpoint {path.name} instead",
+                          RuntimeWarning, stacklevel=2)
+        return state
 
     def read_metrics(self) -> List[Dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -131,9 +151,6 @@ class RunDir:
         tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.metrics_path)
-
-    def append_metrics(self, row: Dict[str, Any]) -> None:
-        self.write_metrics(self.read_metrics() + [row])
 
     def read_results(self) -> Optional[Dict[str, Any]]:
         return json.loads(self.results_path.read_text()) if self.results_path.exists() else None

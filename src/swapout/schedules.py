@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Sequence, Union
 
-from .ops import check_theta
+from .checks import check_theta
 
 __all__ = ["Schedule", "Constant", "Linear", "Explicit", "parse_schedule", "ScheduleLike"]
 

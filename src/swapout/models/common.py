@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Callable, List, Optional, Sequence
 
 from torch import nn
+
+from ..checks import check_positive_int
+from ..methods import JoinSpec
 
 
 def check_depth(depth: int, per_block: int, name: str) -> int:
@@ -16,10 +20,34 @@ def check_depth(depth: int, per_block: int, name: str) -> int:
     return (depth - 2) // step
 
 
-def check_positive(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def check_size(width: int, num_classes: int) -> None:
+    """Width multiplier and number of classes must be positive integers."""
+    check_positive_int(width, "width")
+    check_positive_int(num_classes, "num_classes")
+
+
+def block_joins(join: Optional[JoinSpec], default_method: str, num_blocks: int) -> List[nn.Module]:
+    """One join per block from ``join`` (a :class:`swapout.JoinSpec`), or ``default_method``'s if None."""
+    if join is None:
+        join = JoinSpec(default_method)
+    if not isinstance(join, JoinSpec):
+        raise ValueError(f"join must be a swapout.JoinSpec, e.g. JoinSpec('swapout', theta1='linear(1,0.5)'), "
+                         f"got {join!r}; create_model() also takes method=, theta1=, ... as keywords")
+    return join.joins(num_blocks)
+
+
+def stages(block: Callable[[int, int, bool, nn.Module], nn.Module], widths: Sequence[int], n: int, cin: int,
+           joins: Sequence[nn.Module]) -> nn.Sequential:
+    """Three groups of ``n`` blocks of ``widths[g]`` channels; the first block of groups 2 and 3 subsamples.
+
+    ``block(cin, cout, subsample, join)`` builds one block; ``joins`` holds one join per block, first to last.
+    """
+    blocks, joins = [], iter(joins)
+    for g, cout in enumerate(widths):
+        for b in range(n):
+            blocks.append(block(cin, cout, g > 0 and b == 0, next(joins)))
+            cin = cout
+    return nn.Sequential(*blocks)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:

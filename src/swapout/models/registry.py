@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+import inspect
+from typing import Callable, Dict, List, Optional
 
 from torch import nn
+
+from ..methods import JoinSpec
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 
 __all__ = ["register_model", "create_model", "list_models"]
 
+_JOIN_ARGS = ("method", "theta1", "theta2", "granularity", "skipforward_on")
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: make ``fn`` available to :func:`create_model` under its own name."""
-    _MODELS[fn.__name__] = fn
+
+def register_model(fn: Callable[..., nn.Module], name: Optional[str] = None) -> Callable[..., nn.Module]:
+    """Make ``fn`` available to :func:`create_model` under ``name`` (its own name by default).
+
+    Usable as a decorator. ``fn`` takes the network's own arguments and, if it has swapout joins, a
+    ``join`` argument (a :class:`swapout.JoinSpec`).
+    """
+    _MODELS[name or fn.__name__] = fn
     return fn
 
 
@@ -22,13 +31,25 @@ def list_models() -> List[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name``; keyword arguments go to its constructor.
+def create_model(name: str, join: Optional[JoinSpec] = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name``.
 
-    Common arguments: ``depth``, ``width`` (multiplier k of the base widths), ``num_classes``,
-    ``method`` (see :data:`swapout.layers.METHODS`), ``theta1``, ``theta2`` (number, schedule string
-    or list) and ``granularity``.
+    Args:
+        name: a name from :func:`list_models`.
+        join: how blocks join X and F(X); or give its fields as keywords instead: ``method`` (see
+            :data:`swapout.METHODS`), ``theta1``, ``theta2`` (number, schedule string or list),
+            ``granularity`` and ``skipforward_on``. Without either, the model's default method.
+        **kwargs: the network's own arguments, e.g. ``depth``, ``width`` (multiplier k of the base
+            widths) and ``num_classes``.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    fn = _MODELS[name]
+    join_args = {k: kwargs.pop(k) for k in _JOIN_ARGS if k in kwargs}
+    if join_args and join is not None:
+        raise ValueError(f"give either join or its fields ({', '.join(join_args)}), not both")
+    if "join" not in inspect.signature(fn).parameters:  # a model that takes the fields themselves
+        return fn(**join_args, **kwargs)
+    if join_args:
+        join = JoinSpec(**join_args)
+    return fn(**kwargs) if join is None else fn(join=join, **kwargs)

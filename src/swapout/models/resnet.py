@@ -8,8 +8,8 @@
   pre-activation bottleneck blocks (1x1, 3x3, 1x1) with 4x expansion, 1x1 projection shortcuts where
   the shape changes. ResNet-164 has 1.7M parameters, ResNet-1001 10.2M.
 
-Both accept the same ``method``/``theta1``/``theta2`` arguments as the paper's own models, so
-stochastic depth on ResNet-110 (Table 5) is ``create_model("resnet_v1", depth=110, method="stochastic_depth")``.
+Both take a ``join`` like the paper's own models, so stochastic depth on ResNet-110 (Table 5) is
+``create_model("resnet_v1", depth=110, method="stochastic_depth")``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import make_joins
-from .common import check_depth, check_positive, conv1x1, conv3x3, he_init
+from ..methods import JoinSpec
+from .common import block_joins, check_depth, check_size, conv1x1, conv3x3, he_init, stages
 from .registry import register_model
 
-__all__ = ["ResNetV1", "PreActResNet", "resnet_v1", "preact_resnet"]
+__all__ = ["ResNetV1", "PreActResNet"]
 
 
 class BasicBlock(nn.Module):
@@ -67,24 +67,20 @@ class Bottleneck(nn.Module):
 
 
 class ResNetV1(nn.Module):
-    """He et al. 2016a CIFAR ResNet; ``depth`` 6n+2, widths (16, 32, 64) x ``width``."""
+    """He et al. 2016a CIFAR ResNet; ``depth`` 6n+2, widths (16, 32, 64) x ``width``.
 
-    def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, method: str = "resnet",
-                 theta1=None, theta2=None, granularity: Optional[str] = None):
+    ``join`` (a :class:`swapout.JoinSpec`) defaults to plain residual joins.
+    """
+
+    def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None):
         super().__init__()
         n = check_depth(depth, 2, "resnet_v1")
-        check_positive(width, "width")
-        check_positive(num_classes, "num_classes")
-        joins = iter(make_joins(method, 3 * n, theta1, theta2, granularity))
+        check_size(width, num_classes)
         widths = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(conv3x3(3, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
-        blocks, cin = [], widths[0]
-        for g, cout in enumerate(widths):
-            for b in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if g > 0 and b == 0 else 1, next(joins)))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(cin, num_classes)
+        self.blocks = stages(lambda cin, cout, sub, j: BasicBlock(cin, cout, 2 if sub else 1, j), widths, n,
+                             widths[0], block_joins(join, "resnet", 3 * n))
+        self.fc = nn.Linear(widths[-1], num_classes)
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,24 +88,22 @@ class ResNetV1(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    """He et al. 2016b CIFAR pre-activation bottleneck ResNet; ``depth`` 9n+2 (164, 1001)."""
+    """He et al. 2016b CIFAR pre-activation bottleneck ResNet; ``depth`` 9n+2 (164, 1001).
 
-    def __init__(self, depth: int = 164, width: int = 1, num_classes: int = 10, method: str = "resnet",
-                 theta1=None, theta2=None, granularity: Optional[str] = None):
+    ``join`` (a :class:`swapout.JoinSpec`) defaults to plain residual joins.
+    """
+
+    def __init__(self, depth: int = 164, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None):
         super().__init__()
         n = check_depth(depth, 3, "preact_resnet")
-        check_positive(width, "width")
-        check_positive(num_classes, "num_classes")
-        joins = iter(make_joins(method, 3 * n, theta1, theta2, granularity))
+        check_size(width, num_classes)
         self.stem = conv3x3(3, 16)
-        blocks, cin = [], 16
-        for g, planes in enumerate([16 * width, 32 * width, 64 * width]):
-            for b in range(n):
-                blocks.append(Bottleneck(cin, planes, 2 if g > 0 and b == 0 else 1, next(joins)))
-                cin = 4 * planes
-        self.blocks = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(cin)
-        self.fc = nn.Linear(cin, num_classes)
+        planes = [16 * width, 32 * width, 64 * width]
+        # stages() passes output widths; a bottleneck block's output is 4x its planes
+        self.blocks = stages(lambda cin, cout, sub, j: Bottleneck(cin, cout // 4, 2 if sub else 1, j),
+                             [4 * p for p in planes], n, 16, block_joins(join, "resnet", 3 * n))
+        self.bn = nn.BatchNorm2d(4 * planes[-1])
+        self.fc = nn.Linear(4 * planes[-1], num_classes)
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -117,15 +111,5 @@ class PreActResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
-@register_model
-def resnet_v1(depth: int = 20, width: int = 1, num_classes: int = 10, method: str = "resnet",
-              theta1=None, theta2=None, granularity: Optional[str] = None) -> ResNetV1:
-    """He et al. 2016a CIFAR ResNet (v1); see :class:`ResNetV1`."""
-    return ResNetV1(depth, width, num_classes, method, theta1, theta2, granularity)
-
-
-@register_model
-def preact_resnet(depth: int = 164, width: int = 1, num_classes: int = 10, method: str = "resnet",
-                  theta1=None, theta2=None, granularity: Optional[str] = None) -> PreActResNet:
-    """He et al. 2016b pre-activation bottleneck ResNet (v2); see :class:`PreActResNet`."""
-    return PreActResNet(depth, width, num_classes, method, theta1, theta2, granularity)
+register_model(ResNetV1, "resnet_v1")
+register_model(PreActResNet, "preact_resnet")

@@ -7,21 +7,23 @@ Every convolution carries a bias, as in the paper's Lua Torch code; with that th
 equal the paper's (20-layer W x 1: 273,066 = 0.27M; W x 2: 1.09M; 32-layer W x 4: 7.43M).
 
 Depth is 6n+2: a stem convolution, three groups of n two-convolution blocks with (16, 32, 64) x k
-filters, and the head convolution.
+filters, and the head convolution. Registered as ``resnet_v2_ours`` (pre-activation, Swapout v2) and
+``resnet_v1_ours`` (post-activation, Swapout v1).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import make_joins
-from .common import check_depth, check_positive, conv1x1, conv3x3, he_init
+from ..methods import JoinSpec
+from .common import block_joins, check_depth, check_size, conv1x1, conv3x3, he_init, stages
 from .registry import register_model
 
-__all__ = ["ResNetOurs", "resnet_v2_ours", "resnet_v1_ours"]
+__all__ = ["ResNetOurs"]
 
 
 class PreActBlock(nn.Module):
@@ -65,32 +67,25 @@ class ResNetOurs(nn.Module):
         depth: 6n+2 layers (20, 32, 56, ...).
         width: multiplier k of the group widths (16, 32, 64); the paper's W x k.
         num_classes: 10 for CIFAR-10, 100 for CIFAR-100.
-        method, theta1, theta2, granularity: how blocks join their skip input and output; see
-            :func:`swapout.layers.make_joins`. Schedules run over the 3n blocks, first to last.
+        join: how blocks join their skip input and output (:class:`swapout.JoinSpec`); schedules run
+            over the 3n blocks, first to last. None: swapout with Linear(1, 0.5) for both thetas.
         preact: pre-activation (v2) blocks if True, post-activation (v1) otherwise.
     """
 
-    def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, method: str = "swapout",
-                 theta1=None, theta2=None, granularity: Optional[str] = None, preact: bool = True):
+    def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None,
+                 preact: bool = True):
         super().__init__()
         n = check_depth(depth, 2, "resnet_v2_ours" if preact else "resnet_v1_ours")
-        check_positive(width, "width")
-        check_positive(num_classes, "num_classes")
-        joins = iter(make_joins(method, 3 * n, theta1, theta2, granularity))
+        check_size(width, num_classes)
         widths = [16 * width, 32 * width, 64 * width]
-        block = PreActBlock if preact else PostActBlock
         stem = [conv3x3(3, widths[0], bias=True)]
         if not preact:
             stem += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*stem)
-        blocks, cin = [], widths[0]
-        for g, cout in enumerate(widths):
-            for b in range(n):
-                blocks.append(block(cin, cout, subsample=g > 0 and b == 0, join=next(joins)))
-                cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        head = [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)] if preact else []
-        self.head = nn.Sequential(*head, conv1x1(cin, num_classes, bias=True),
+        self.blocks = stages(PreActBlock if preact else PostActBlock, widths, n, widths[0],
+                             block_joins(join, "swapout", 3 * n))
+        head = [nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True)] if preact else []
+        self.head = nn.Sequential(*head, conv1x1(widths[-1], num_classes, bias=True),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         he_init(self)
 
@@ -98,15 +93,5 @@ class ResNetOurs(nn.Module):
         return self.head(self.blocks(self.stem(x)))
 
 
-@register_model
-def resnet_v2_ours(depth: int = 20, width: int = 1, num_classes: int = 10, method: str = "swapout",
-                   theta1=None, theta2=None, granularity: Optional[str] = None) -> ResNetOurs:
-    """The paper's pre-activation "ResNet Ours" (Swapout v2); see :class:`ResNetOurs`."""
-    return ResNetOurs(depth, width, num_classes, method, theta1, theta2, granularity, preact=True)
-
-
-@register_model
-def resnet_v1_ours(depth: int = 20, width: int = 1, num_classes: int = 10, method: str = "swapout",
-                   theta1=None, theta2=None, granularity: Optional[str] = None) -> ResNetOurs:
-    """The paper's post-activation "ResNet Ours" (Swapout v1); see :class:`ResNetOurs`."""
-    return ResNetOurs(depth, width, num_classes, method, theta1, theta2, granularity, preact=False)
+register_model(partial(ResNetOurs, preact=True), "resnet_v2_ours")
+register_model(partial(ResNetOurs, preact=False), "resnet_v1_ours")

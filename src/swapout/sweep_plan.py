@@ -1,0 +1,162 @@
+"""What a sweep is: its runs (presets x seeds x config overrides), their directories and their states.
+
+The definition is recorded in ``SWEEP_DIR/sweep.json`` as ``{"runs": [{"name", "preset", "seeds",
+"overrides"}]}``; ``SWEEP_DIR/NAME/seed-S/`` is one run directory per entry and seed. Running a sweep
+is :mod:`swapout.sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from .config import TrainConfig, load_preset
+from .experiment import build_model
+from .rundir import save_json
+
+__all__ = ["Run", "make_definition", "read_sweep_file", "definition_from", "open_sweep", "plan", "train_args"]
+
+# Chosen per run (seed) or per machine (device, data folder), so not part of a sweep's definition.
+NOT_OVERRIDES = ("preset", "seed", "device", "data_dir")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class Run:
+    """One run of a sweep: ``preset`` with config ``overrides`` and ``seed``, in the run directory ``path``."""
+
+    name: str
+    preset: str
+    seed: int
+    overrides: Dict[str, Any]
+    path: Path
+
+    label = property(lambda self: f"{self.name}/seed-{self.seed}")
+
+    @property
+    def state(self) -> str:
+        """``done`` (results.json), ``resume`` (a checkpoint), ``restart`` (a config but no checkpoint: the
+        child died before its first one, so nothing is lost by starting again) or ``new``."""
+        if (self.path / "results.json").exists():
+            return "done"
+        if not (self.path / "config.json").exists():
+            return "new"
+        return "resume" if any((self.path / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")) else "restart"
+
+
+def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Check and normalise a sweep's runs; ValueError names the first problem.
+
+    Args:
+        entries: ``{"preset": P, "seeds": [0, 1], "overrides": {field: value}, "name": DIR}`` each; only
+            ``preset`` is required (seeds default to [0], the name to the preset with "/" as "-").
+        overrides: config fields applied to every entry, over the entry's own.
+    Returns ``{"runs": [...]}`` with every key filled in: the form recorded in ``SWEEP_DIR/sweep.json``.
+    """
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError("a sweep needs at least one run: give --presets, or a --file with a non-empty \"runs\" list")
+    runs, allowed = [], [f for f in TrainConfig.field_names() if f not in NOT_OVERRIDES]
+    for i, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("preset"), str) or \
+                set(entry) - {"preset", "seeds", "overrides", "name"}:
+            raise ValueError(f"run {i}: expected {{\"preset\": P, \"seeds\": [...], \"overrides\": {{...}}, \"name\": "
+                             f"N}} (only the preset required), got {entry!r}")
+        preset, seeds, where = entry["preset"], entry.get("seeds", [0]), f"run {i} ({entry['preset']})"
+        if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or \
+                any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"{where}: seeds must be distinct integers >= 0, got {seeds!r}")
+        fields = {**(entry.get("overrides") or {}), **(overrides or {})}
+        for key, value in fields.items():
+            if key not in allowed:
+                raise ValueError(f"{where}: {key!r} cannot be overridden in a sweep; fields are {', '.join(allowed)} "
+                                 f"(seeds, --device and --data-dir are options of the sweep)")
+            if value is None:  # a child's command line cannot say "unset"
+                raise ValueError(f"{where}: {key} cannot be overridden with null")
+        try:
+            with torch.device("meta"):  # the model's own checks (depth, schedules) without allocating it
+                build_model(TrainConfig.from_dict({**load_preset(preset), **fields}))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        name = entry.get("name", preset.replace("/", "-"))
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"run {i}: name must be letters, digits, '.', '_' or '-', got {name!r}")
+        if name in (r["name"] for r in runs):
+            raise ValueError(f"run {i}: another run already uses the directory {name!r}; give one a \"name\"")
+        runs.append({"name": name, "preset": preset, "seeds": list(seeds), "overrides": fields})
+    return {"runs": runs}
+
+
+def read_sweep_file(path: os.PathLike, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The definition in a sweep file ``{"runs": [...]}`` (see :func:`make_definition`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return make_definition(data.get("runs") if isinstance(data, dict) else None, overrides)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def definition_from(presets: Optional[List[str]], seeds: Optional[List[int]], file: Optional[str],
+                    overrides: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The definition that ``swapout sweep``'s options give: presets x seeds, or a sweep file, with config
+    ``overrides`` for every run; None (continue the recorded sweep) when neither is given."""
+    if "seed" in overrides:
+        raise ValueError("--seed: a sweep takes --seeds, e.g. --seeds 0,1,2")
+    if file and (presets or seeds):
+        raise ValueError("give --presets (and --seeds) or --file, not both")
+    if file:
+        return read_sweep_file(file, overrides)
+    if presets:
+        return make_definition([{"preset": p, "seeds": seeds or [0]} for p in presets], overrides)
+    if overrides or seeds:
+        raise ValueError("config options and --seeds need --presets or --file (or give --out alone to continue)")
+    return None
+
+
+def _summary(definition: Dict[str, Any]) -> str:
+    return "; ".join(f"{r['name']} seeds {','.join(map(str, r['seeds']))}"
+                     + "".join(f" {k}={v}" for k, v in r["overrides"].items()) for r in definition["runs"])
+
+
+def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The sweep in ``sweep_dir``: its recorded definition, or ``definition``, recorded there if it is new.
+
+    A ``definition`` that differs from the recorded one is refused (ValueError): one directory, one sweep.
+    """
+    path = Path(sweep_dir) / "sweep.json"
+    if path.exists():
+        saved = read_sweep_file(path)
+        if definition is not None and definition != saved:
+            raise ValueError(f"{sweep_dir} holds a different sweep (recorded: {_summary(saved)}; given: "
+                             f"{_summary(definition)}); continue it with 'swapout sweep --out {sweep_dir}', "
+                             f"or choose another --out")
+        return saved
+    if definition is None:
+        raise ValueError(f"{sweep_dir} holds no sweep.json: give --presets (and --seeds) or --file to start one")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_json(definition, path)
+    return definition
+
+
+def plan(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Run]:
+    """Every run of the sweep, in order (entries, then seeds); each knows its :attr:`Run.state`."""
+    return [Run(r["name"], r["preset"], seed, r["overrides"], Path(sweep_dir) / r["name"] / f"seed-{seed}")
+            for r in definition["runs"] for seed in r["seeds"]]
+
+
+def train_args(run: Run, device: str, data_dir: Optional[str] = None) -> List[str]:
+    """The ``swapout train`` arguments that start ``run`` (state new) or continue it (state resume)."""
+    args = ["train", "--quiet", "--device", device] + (["--data-dir", str(data_dir)] if data_dir else [])
+    if run.state == "resume":
+        return args + ["--resume", str(run.path)]
+    args += ["--preset", run.preset, "--seed", str(run.seed), "--out", str(run.path)]
+    for key, value in run.overrides.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else \
+            ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        args += [f"--{key.replace('_', '-')}", text]
+    return args
