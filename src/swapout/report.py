@@ -20,6 +20,12 @@ def _paper_text(paper: dict) -> str:
     return ", ".join(f"{k.replace('_error', '').replace('error', 'reported')} {v}" for k, v in paper.items()) or "-"
 
 
+def _run_name(run_dir) -> str:
+    """The run directory's name; a sweep's ``NAME/seed-S`` keeps its entry's name too."""
+    path = Path(run_dir)
+    return f"{path.parent.name}/{path.name}" if path.name.startswith("seed-") else path.name
+
+
 def presets_table() -> str:
     """Every preset with its row of the paper and the paper's error, as a markdown table."""
     rows = ["| preset | paper row | dataset | model | depth | width | method | paper error (%) |",
@@ -58,7 +64,7 @@ def report_table(run_dirs: Sequence[str]) -> str:
             sto = _fmt(fig.get("stochastic_error"))
             if "samples" in fig:
                 sto += f" ({fig['samples']} passes)"
-            rows.append(f"| {Path(run_dir).name} | {cfg.get('preset') or '-'} | {epochs:g} | {split} | "
+            rows.append(f"| {_run_name(run_dir)} | {cfg.get('preset') or '-'} | {epochs:g} | {split} | "
                         f"{_fmt(fig['deterministic_error'])} | {sto} | {paper_text} | {'; '.join(marks) or '-'} |")
     return "\n".join(rows)
 
