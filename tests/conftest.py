@@ -41,6 +41,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Run on one thread: for tiny tensors more threads only add synchronisation, a lot of it on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=["reference", "fused"])
 def backend(request, monkeypatch):
     """Run a test once with the reference op and once with the fused kernel."""

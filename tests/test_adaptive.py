@@ -9,12 +9,7 @@ from torch import nn
 from swapout.adaptive import adaptive_from_passes, adaptive_predict, min_passes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _two_point(q: float, n: int, passes: int = 30, seed: int = 0) -> torch.Tensor:

@@ -17,13 +17,7 @@ import swapout
 N_PER_GROUP = 2  # depth 6*2+2 = 14 (He et al.'s bottleneck net: 9*1+2 = 11): every kind of block occurs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: more threads only add synchronisation, a lot of it on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(name, depth, width=1):

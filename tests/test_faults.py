@@ -115,8 +115,8 @@ def test_corrupt_checkpoint_is_reported_when_resuming(whole_run, tmp_path):
     assert "truncated or corrupt" in proc.stderr.read() and (run / "results.json").exists()
 
 
-@needs_data
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _poison_loss(monkeypatch, at_call: int) -> dict:
+    """Make the training loss NaN at its ``at_call``-th computation; returns the call counter."""
     import swapout.step as step_module
 
     calls = {"n": 0}
@@ -125,9 +125,15 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     def poisoned(logits, target):
         calls["n"] += 1
         loss = real(logits, target)
-        return loss * float("nan") if calls["n"] == 42 else loss
+        return loss * float("nan") if calls["n"] == at_call else loss
 
     monkeypatch.setattr(step_module.F, "cross_entropy", poisoned)
+    return calls
+
+
+@needs_data
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison_loss(monkeypatch, at_call=42)
     run = tmp_path / "run"
     with pytest.raises(TrainingStopped, match=r"the loss became non-finite at epoch 2, step 11; training stopped"):
         train(TrainConfig(**TINY), run, progress=False, log=lambda s: None)
@@ -170,18 +176,9 @@ def test_a_non_finite_loss_found_at_a_later_read_leaves_no_later_checkpoint(tmp_
     # As on a GPU, the loop reads the device every few steps (here 7) and at epoch ends (31 steps);
     # checkpoints only at epoch ends. The 40th step's loss is NaN: the read after step 42 finds it,
     # names step 40, and the only checkpoint is the epoch end at step 31.
-    import swapout.step as step_module
     import swapout.train as train_module
 
-    calls = {"n": 0}
-    real = step_module.F.cross_entropy
-
-    def poisoned(logits, target):
-        calls["n"] += 1
-        loss = real(logits, target)
-        return loss * float("nan") if calls["n"] == 40 else loss
-
-    monkeypatch.setattr(step_module.F, "cross_entropy", poisoned)
+    calls = _poison_loss(monkeypatch, at_call=40)
     monkeypatch.setattr(train_module, "READ_EVERY", {"cpu": 7})
     run = tmp_path / "run"
     with pytest.raises(TrainingStopped, match=r"non-finite at epoch 2, step 9; training stopped"):

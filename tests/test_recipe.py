@@ -280,14 +280,9 @@ def _augmented_views(crop, batches, batch_size):
     loader = TrainLoader(images, np.zeros(64, np.int64), batch_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "cpu",
                          seed=5, crop=crop)
     xs, epoch = [], 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation, a lot of it on a busy machine
-    try:
-        while len(xs) < batches:
-            xs.extend(x for x, _ in loader.batches(epoch))
-            epoch += 1
-    finally:
-        torch.set_num_threads(threads)
+    while len(xs) < batches:
+        xs.extend(x for x, _ in loader.batches(epoch))
+        epoch += 1
     x = torch.cat(xs[:batches])
     present = x[:, 0] > 0
     rows, cols = present.any(2), present.any(1)
@@ -313,7 +308,7 @@ def _augmented_views(crop, batches, batch_size):
 
 
 @pytest.mark.parametrize("crop", ["batch", "image"])
-def test_translations_cover_exactly_minus_4_to_4_pixels(crop):
+def test_translations_cover_exactly_minus_4_to_4_pixels(crop, one_thread):
     # 81 offsets, equally likely: after 1,500 draws a given one is missing with probability
     # (80/81)^1500 < 1e-8, so all 81 show up; none may lie outside -4..4.
     dy, dx, _ = _augmented_views(crop, 1500, 2) if crop == "batch" else _augmented_views(crop, 375, 4)
@@ -326,7 +321,7 @@ def test_translations_cover_exactly_minus_4_to_4_pixels(crop):
         assert not one_per_batch.all()
 
 
-def test_flips_are_per_image_and_half_of_them():
+def test_flips_are_per_image_and_half_of_them(one_thread):
     _, _, flipped = _augmented_views("batch", 1500, 2)
     # 3,000 images: the share of flips is within 5 standard errors (0.046) of one half
     assert abs(flipped.double().mean().item() - 0.5) < 5 * math.sqrt(0.25 / flipped.numel())

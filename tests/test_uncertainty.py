@@ -12,13 +12,7 @@ from swapout.uncertainty_report import uncertainty_report
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these tensors are small: one thread avoids the cost of synchronising threads on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Four images, three classes; confidences 0.7, 0.62, 0.5, 0.9 fall in four different bins of 15.

@@ -13,7 +13,7 @@ from torch import nn
 from .adaptive import adaptive_predict, min_passes
 from .config import TrainConfig
 from .data import MEAN, STD, Split, load_split
-from .evaluate import split_logits
+from .evaluate import error_percent, split_logits
 from .pipeline import eval_batches
 from .plots import plot_reliability
 from .progress import Progress, plural
@@ -125,7 +125,7 @@ def run_recalibration(model: nn.Module, state: Dict[str, Any], cfg: TrainConfig,
                                                                                  "seed": seed}}, path)
     det = _logits(fresh, chosen["images"], chosen["labels"], mean, std, device, 0, "deterministic, recalibrated",
                   progress)
-    error = round(100.0 * (det["deterministic"].argmax(-1) != det["labels"]).double().mean().item(), 4)
+    error = error_percent(det["deterministic"], det["labels"])
     sto = f"; stochastic {result['stochastic_error']:.2f}%" if "stochastic_error" in result else ""
     print(f"BatchNorm recalibrated on {info['images']:,} training images: deterministic error {error:.2f}% "
           f"(was {result['deterministic_error']:.2f}%{sto}). Written to {path}; {file_name} is unchanged")

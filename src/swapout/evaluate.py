@@ -20,12 +20,13 @@ from .layers import SwapoutJoin
 from .pipeline import eval_batches
 from .plots import plot_curve
 
-__all__ = ["evaluate_split", "sample_curve", "plot_curve", "split_logits", "has_random_masks", "curve_errors"]
+__all__ = ["evaluate_split", "sample_curve", "plot_curve", "split_logits", "has_random_masks", "curve_errors",
+           "error_percent"]
 
 
 def has_random_masks(model: nn.Module) -> bool:
     """True if some join of ``model`` samples masks (a keep probability strictly between 0 and 1)."""
-    return any(isinstance(m, SwapoutJoin) and any(0.0 < t < 1.0 for t in m.thetas) for m in model.modules())
+    return any(isinstance(m, SwapoutJoin) and m.random for m in model.modules())
 
 
 def split_logits(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean, std, device, samples: int,
@@ -96,6 +97,11 @@ def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
         out["stochastic_error"] = round(100.0 * (1 - counts[2].item() / n), 4)
         out["samples"] = samples
     return out
+
+
+def error_percent(scores: Tensor, labels: Tensor) -> float:
+    """Top-1 error (%) of ``scores`` (N, classes: probabilities or logits) against ``labels``, to 4 decimals."""
+    return round(100.0 * (scores.argmax(-1) != labels).double().mean().item(), 4)
 
 
 def curve_errors(probs: Tensor, labels: Tensor) -> np.ndarray:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 
 from .config import TrainConfig
 from .data import MEAN, STD, load_split
 from .distributed import resolve_device
-from .evaluate import has_random_masks, plot_curve, sample_curve, split_logits
+from .evaluate import error_percent, has_random_masks, plot_curve, sample_curve, split_logits
 from .experiment import build_model, eval_splits
 from .progress import Progress, plural
 from .rundir import RunDir, read_checkpoint, save_json
@@ -103,7 +102,7 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     bar.close()
     y = logits["labels"]
     result: Dict[str, Any] = {"note": chosen["note"], "checkpoint": file_name, "images": n,
-                              "deterministic_error": _error(logits["deterministic"].softmax(-1), y)}
+                              "deterministic_error": error_percent(logits["deterministic"], y)}
     if fallback:
         result["checkpoint_note"] = fallback
     line = f"{split} ({chosen['note']}): deterministic error {result['deterministic_error']:.2f}%"
@@ -112,7 +111,7 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
               + (" (and adaptive inference needs one pass)" if adaptive else ""))
     else:
         pass_probs = logits["passes"].softmax(-1)
-        result.update(stochastic_error=_error(pass_probs.mean(0), y), samples=passes)
+        result.update(stochastic_error=error_percent(pass_probs.mean(0), y), samples=passes)
         print(line + f", stochastic error ({plural(passes, 'pass')}) {result['stochastic_error']:.2f}%")
         if repeats:
             result["curve"] = _curve(model, cfg, chosen, dev, passes, repeats, pass_probs, out_dir / f"figure2-{split}"
@@ -127,10 +126,6 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
             model, state, cfg, train_split, chosen, dev, recalibrate_bn, out_dir, file_name, result, progress)
     save_json({k: v for k, v in result.items() if k != "curve"}, out_dir / f"eval-{split}{suffix}.json")
     return result
-
-
-def _error(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    return round(100.0 * (probs.argmax(-1) != labels).double().mean().item(), 4)
 
 
 def _curve(model, cfg, chosen, dev, samples, repeats, first, stem: Path, evaluated: float, progress) -> Dict:

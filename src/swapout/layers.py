@@ -68,6 +68,11 @@ class SwapoutJoin(nn.Module):
     passes_per_call = 1
 
     @property
+    def random(self) -> bool:
+        """True when some keep probability is strictly between 0 and 1, so sampled masks vary."""
+        return any(0.0 < t < 1.0 for t in self.thetas)
+
+    @property
     def sampling(self) -> bool:
         """True when this forward pass draws masks: in training, or in stochastic inference."""
         return self.training or self.inference == "stochastic"

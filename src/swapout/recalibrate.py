@@ -34,7 +34,7 @@ def batchnorms_after_random_joins(model: nn.Module) -> List[str]:
     """
     names, seen = [], False
     for name, m in model.named_modules():
-        if isinstance(m, SwapoutJoin) and any(0.0 < t < 1.0 for t in m.thetas):
+        if isinstance(m, SwapoutJoin) and m.random:
             seen = True
         elif seen and isinstance(m, nn.modules.batchnorm._BatchNorm):
             names.append(name)
