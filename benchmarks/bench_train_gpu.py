@@ -142,11 +142,12 @@ def _worker(rank: int, args, device_name: str, barrier, results) -> None:
     results[rank] = BATCH / seconds
 
 
-def concurrent(n: int, args, device: torch.device) -> float:
-    """Aggregate images per second of ``n`` processes training the fast W x 1 swapout network at once."""
+def side_by_side(n: int, worker: Callable, *worker_args) -> float:
+    """The sum of what ``n`` processes ``worker(rank, *worker_args, barrier, results)`` put in ``results[rank]``
+    (images per second, each timed after the barrier, so over the same stretch of wall time)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n), ctx.Manager().dict()
-    procs = [ctx.Process(target=_worker, args=(r, args, str(device), barrier, results)) for r in range(n)]
+    procs = [ctx.Process(target=worker, args=(r, *worker_args, barrier, results)) for r in range(n)]
     for p in procs:
         p.start()
     for p in procs:
@@ -154,6 +155,11 @@ def concurrent(n: int, args, device: torch.device) -> float:
     if len(results) != n:
         raise RuntimeError(f"{n - len(results)} of {n} concurrent processes failed")
     return sum(results.values())
+
+
+def concurrent(n: int, args, device: torch.device) -> float:
+    """Aggregate images per second of ``n`` processes training the fast W x 1 swapout network at once."""
+    return side_by_side(n, _worker, args, str(device))
 
 
 def profile(args, device: torch.device, path: Path) -> None:

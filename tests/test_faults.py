@@ -176,7 +176,7 @@ def test_a_non_finite_loss_found_at_a_later_read_leaves_no_later_checkpoint(tmp_
     # As on a GPU, the loop reads the device every few steps (here 7) and at epoch ends (31 steps);
     # checkpoints only at epoch ends. The 40th step's loss is NaN: the read after step 42 finds it,
     # names step 40, and the only checkpoint is the epoch end at step 31.
-    import swapout.train as train_module
+    import swapout.training_loop as train_module
 
     calls = _poison_loss(monkeypatch, at_call=40)
     monkeypatch.setattr(train_module, "READ_EVERY", {"cpu": 7})

@@ -62,7 +62,7 @@ def test_baseline_errors_name_the_argument_given(make):
 
 
 def test_a_run_parses_each_schedule_once(tmp_path, monkeypatch):
-    import swapout.train as train_module
+    import swapout.training_loop as training_loop
 
     def no_data(*args, **kwargs):
         raise DataError("no data in this test")
@@ -70,7 +70,7 @@ def test_a_run_parses_each_schedule_once(tmp_path, monkeypatch):
     calls = []
     real = methods.parse_schedule
     monkeypatch.setattr(methods, "parse_schedule", lambda spec: calls.append(spec) or real(spec))
-    monkeypatch.setattr(train_module, "load_split", no_data)
+    monkeypatch.setattr(training_loop, "load_split", no_data)
     cfg = TrainConfig(depth=8, theta1="linear(1,0.5)", theta2="0.7", device="cpu")
     with pytest.raises(DataError):  # training stops after building the model
         train(cfg, tmp_path / "run", progress=False, log=lambda s: None)

@@ -33,10 +33,11 @@ def test_running_figures_stay_on_the_device_and_add_up(precision):
         right += int((logits.argmax(1) == y).sum())
         step(x, y)
     figures = step.read()
+    figures = figures[0]
     assert figures.images == 24 and figures.first_bad == -1 and figures.right == right
     assert figures.loss_sum == pytest.approx(8 * sum(losses), rel=1e-5)
     step.reset_sums()
-    assert step.read().images == 0
+    assert step.read()[0].images == 0
 
 
 def test_the_first_non_finite_step_is_remembered_without_reading_it():
@@ -46,7 +47,7 @@ def test_the_first_non_finite_step_is_remembered_without_reading_it():
         if i in (2, 3):
             x[0, 0, 0, 0] = float("nan")
         step(x, torch.zeros(4, dtype=torch.long))
-    assert step.read().first_bad == 2
+    assert step.read()[0].first_bad == 2
 
 
 def test_auto_speed_is_fast_on_cuda_and_plain_on_the_cpu():

@@ -61,6 +61,9 @@ class TrainConfig:
     # fields that may differ when a run is resumed: where the data is, which device runs it, how fast,
     # and where it stops
     RESUMABLE_CHANGES = ("data_dir", "device", "precision", "compile", "max_steps")
+    # fields in which the runs of one pack (swapout.packing) may differ: everything a run has of its own
+    # (its seed, its method and keep probabilities); the rest (data, architecture, schedule) is shared
+    PACK_MAY_DIFFER = ("preset", "seed", "method", "theta1", "theta2", "granularity", "skipforward_on")
     # allowed values of the fields that take a word, for checks and --help
     CHOICES = {"dataset": DATASETS, "method": METHODS, "crop": CROPS, "granularity": GRANULARITIES,
                "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS,
@@ -108,6 +111,16 @@ class TrainConfig:
                 isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)):
             raise ValueError(f"milestones must be a list of epochs >= 1, got {self.milestones!r}")
         return self
+
+    @staticmethod
+    def check_pack(cfgs: List["TrainConfig"]) -> None:
+        """ValueError if the runs ``cfgs`` differ in a field that runs of one pack share."""
+        first = cfgs[0].to_dict()
+        differ = sorted({k for cfg in cfgs[1:] for k, v in cfg.to_dict().items()
+                         if v != first[k] and k not in TrainConfig.PACK_MAY_DIFFER})
+        if differ:
+            raise ValueError(f"its runs differ in {', '.join(differ)}; runs of one pack share everything but "
+                             f"{', '.join(TrainConfig.PACK_MAY_DIFFER)}")
 
     def join(self) -> JoinSpec:
         """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity."""

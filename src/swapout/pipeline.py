@@ -38,7 +38,7 @@ class TrainLoader:
     """Augmented training batches from a dataset held on ``device``.
 
     Args:
-        images: uint8 array (N, 32, 32, 3).
+        images: uint8 array (N, 32, 32, 3), or another loader's ``images`` tensor to share it.
         labels: int array (N,).
         batch_size: global batch size; the last incomplete batch of an epoch is dropped.
         mean, std: per-channel statistics on a 0..1 scale.
@@ -61,7 +61,8 @@ class TrainLoader:
             raise ValueError(f"the global batch size {batch_size} must be divisible by the number of processes "
                              f"({world_size})")
         self.device = torch.device(device)
-        self.images = _to_device(images, self.device)
+        # a tensor is already the (N, 3, 32, 32) uint8 copy on the device: loaders of a pack share one
+        self.images = images if torch.is_tensor(images) else _to_device(images, self.device)
         self.labels = torch.as_tensor(labels, dtype=torch.long).to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)

@@ -8,13 +8,17 @@ channels-last tensors, and (c) never reads from the device inside the step. The 
 epoch (loss sum, correct predictions, images) and the index of the first step whose loss was not
 finite stay on the device; :meth:`TrainStep.read` fetches them in one transfer, which the training
 loop does every few steps and before every checkpoint.
+
+The same step trains G packed runs (:mod:`swapout.packing`): the network's logits are ``(N, G*K)``,
+the labels ``(N, G)``, the loss is the sum of the runs' losses (so each run's gradients are its own),
+and the figures and the non-finite check are kept per run.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -84,20 +88,24 @@ class TrainStep:
         precision: ``"fp32"``, or ``"bf16"`` for bf16 autocast of the forward pass (the loss, the
             weights and the optimizer state stay fp32).
         compile: compile the forward and backward passes and the optimizer update.
-        sums: the epoch's (loss sum, right, images) so far, when resuming mid-epoch.
+        sums: each run's (loss sum, right, images) of the epoch so far, when resuming mid-epoch.
+        runs: G, the number of packed runs in ``net`` (1: a plain network, labels ``(N,)``).
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: str = "fp32", compile: bool = False, sums: Sequence[float] = (0.0, 0, 0)):
+                 precision: str = "fp32", compile: bool = False, sums: Optional[Sequence[Sequence[float]]] = None,
+                 runs: int = 1):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.net, self.optimizer, self.device = net, optimizer, torch.device(device)
         self.bf16 = precision == "bf16"
         self.channels_last = self.device.type == "cuda"  # the model itself: prepare_model()
         self.cudagraphs = compile and self.device.type == "cuda"
-        self.sums = torch.tensor(list(sums), dtype=torch.float64, device=self.device)
+        self.runs = runs
+        self.sums = torch.tensor([list(s) for s in sums] if sums else [[0.0, 0, 0]] * runs, dtype=torch.float64,
+                                 device=self.device)
         self.count = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self.first_bad = torch.full((runs,), -1, dtype=torch.int64, device=self.device)
         self._forward, self._update = self._forward_loss, optimizer.step
         if compile:
             # CUDA graphs replay the whole forward and backward with one launch each. The update is
@@ -108,13 +116,19 @@ class TrainStep:
             self._update = torch.compile(optimizer.step)
 
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
-        """The loss, and (loss sum, correct, images) of the batch as one tensor."""
+        """The loss, and each run's (loss, loss sum, correct, images) of the batch as one (G, 4) tensor."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        images = torch.full_like(loss.detach(), len(y))  # a fill, not a copy from the host
-        figures = torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum().float(), images])
-        return loss, figures
+        n = len(y)
+        logits = logits.float().view(n, self.runs, -1)
+        y = y.view(n, self.runs)
+        # one plain cross-entropy per run, so that a packed run's loss rounds exactly as its solo run's
+        # would (a reduction over a (N, K, G) layout sums in another order); compiled, they fuse
+        losses = torch.stack([F.cross_entropy(logits[:, g], y[:, g]) for g in range(self.runs)])
+        images = torch.full_like(losses.detach(), n)  # a fill, not a copy from the host
+        right = (logits.argmax(2) == y).sum(0).float()
+        figures = torch.stack([losses.detach(), losses.detach() * n, right, images], 1)
+        return losses.sum(), figures
 
     def __call__(self, x: Tensor, y: Tensor) -> None:
         if self.cudagraphs:
@@ -124,23 +138,25 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss, figures = self._forward(x, y)
         # The graph's outputs are used at once, before another compiled call can reuse their memory.
-        self.sums += figures
+        self.sums += figures[:, 1:]
         # Remember the first step whose loss was not finite without reading it back: the loop checks
         # at its next read, and no checkpoint is written from a later state.
-        bad = ~torch.isfinite(figures[0])
+        bad = ~torch.isfinite(figures[:, 0])
         self.first_bad.copy_(torch.where(bad & (self.first_bad < 0), self.count, self.first_bad))
         self.count += 1
         loss.backward()
         self._update()
 
-    def weights_finite(self) -> bool:
-        """Whether every weight is finite (a finite loss with infinite gradients can still ruin them)."""
-        return bool(torch.stack([p.detach().isfinite().all() for p in self.net.parameters()]).all())
+    def weights_finite(self) -> List[bool]:
+        """Per run, whether all its weights are finite (a finite loss with infinite gradients can still
+        ruin them). A packed tensor holds the runs' tensors one after another along dimension 0."""
+        per_param = [p.detach().reshape(self.runs, -1).isfinite().all(1) for p in self.net.parameters()]
+        return torch.stack(per_param).all(0).tolist()
 
-    def read(self) -> StepFigures:
-        """The epoch's figures so far and the first non-finite step, in one read from the device."""
-        values = torch.cat([self.sums, self.first_bad.view(1).double()]).tolist()
-        return StepFigures(values[0], int(values[1]), int(values[2]), int(values[3]))
+    def read(self) -> List[StepFigures]:
+        """Each run's figures of the epoch so far and its first non-finite step, in one read from the device."""
+        values = torch.cat([self.sums, self.first_bad.view(-1, 1).double()], 1).tolist()
+        return [StepFigures(v[0], int(v[1]), int(v[2]), int(v[3])) for v in values]
 
     def reset_sums(self) -> None:
         """Start a new epoch's sums."""

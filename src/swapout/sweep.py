@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
-from .sweep_plan import Run, open_sweep, plan, train_args
+from .sweep_plan import Pack, Run, open_sweep, train_args, units
 
 __all__ = ["slots", "run_sweep", "continue_command"]
 
@@ -65,11 +65,17 @@ def continue_command(sweep_dir: os.PathLike, per_gpu: int, gpus: Optional[List[i
     return shlex.join(parts + (["--data-dir", str(data_dir)] if data_dir else []))
 
 
-def _launch(run: Run, slot: Optional[str], threads: int, data_dir: Optional[str]) -> subprocess.Popen:
-    """Start ``run`` as a child writing to its train.log, on GPU ``slot`` (None: the CPU) with ``threads``."""
+def _members(unit: Union[Run, Pack]) -> List[Run]:
+    return unit.runs if isinstance(unit, Pack) else [unit]
+
+
+def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: Optional[str]) -> subprocess.Popen:
+    """Start ``run`` (or a pack) as a child writing to its train.log, on GPU ``slot`` (None: the CPU) with
+    ``threads``."""
     if run.state == "restart":  # no checkpoint to lose; train refuses a directory that holds a config
-        for name in ("config.json", "metrics.jsonl"):
-            (run.path / name).unlink(missing_ok=True)
+        for member in _members(run):
+            for name in ("config.json", "metrics.jsonl"):
+                (member.path / name).unlink(missing_ok=True)
     args = train_args(run, "cpu" if slot is None else "cuda", data_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -99,12 +105,15 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
         out: receives every line the sweep reports.
     """
     free = slots(per_gpu, gpus, device)
-    runs = plan(open_sweep(sweep_dir, definition), sweep_dir)
+    work = units(open_sweep(sweep_dir, definition), sweep_dir)
+    runs = [r for unit in work for r in _members(unit)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
-    pending = [r for r in runs if r.state != "done"]
-    out(f"sweep {sweep_dir}: {len(runs)} runs, {len(runs) - len(pending)} done, "
-        f"{sum(r.state == 'resume' for r in pending)} to resume; {per_gpu} at a time on "
+    pending = [u for u in work if u.state != "done"]
+    packs = sum(isinstance(u, Pack) for u in work)
+    out(f"sweep {sweep_dir}: {len(runs)} runs" + (f" ({packs} pack{'s' if packs > 1 else ''})" if packs else "")
+        + f", {sum(r.state == 'done' for r in runs)} done, "
+        f"{sum(u.state == 'resume' for u in pending)} to resume; {per_gpu} at a time on "
         + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
         + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
     deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
@@ -136,17 +145,18 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
                 del running[pid]
                 free.append(slot)
                 took, code = f"{time.time() - started:.0f}s", proc.returncode
-                if run.state == "done":
-                    out(f"[done] {run.label} ({took})")
-                elif code == 0 or (code < 0 and stop_at is not None):  # stopped, or killed after the grace
-                    stopped.append(run)
-                    out(f"[stopped] {run.label} ({took}; "
-                        + ("checkpoint written)" if code == 0 else "killed: it resumes from its last checkpoint)"))
-                else:
-                    failed.append(run)
-                    out(f"[failed] {run.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
-                        + "\n".join("    " + line for line in
-                                    (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
+                for member in _members(run):
+                    if member.state == "done":
+                        out(f"[done] {member.label} ({took})")
+                    elif code == 0 or (code < 0 and stop_at is not None):  # stopped, or killed after the grace
+                        stopped.append(member)
+                        out(f"[stopped] {member.label} ({took}; "
+                            + ("checkpoint written)" if code == 0 else "killed: it resumes from its last checkpoint)"))
+                    else:
+                        failed.append(member)
+                        out(f"[failed] {member.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
+                            + "\n".join("    " + line for line in
+                                        (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
             time.sleep(0.2 if running else 0)
     finally:
         for sig, handler in previous.items():

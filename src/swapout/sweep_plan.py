@@ -12,15 +12,18 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
 from .config import TrainConfig, load_preset
 from .experiment import build_model
 from .rundir import save_json
+from .sweep_packs import Pack, form_packs, run_config
+from .train import write_pack
 
-__all__ = ["Run", "make_definition", "read_sweep_file", "definition_from", "open_sweep", "plan", "train_args"]
+__all__ = ["Run", "Pack", "make_definition", "read_sweep_file", "definition_from", "open_sweep", "plan", "units",
+           "train_args"]
 
 # Chosen per run (seed) or per machine (device, data folder), so not part of a sweep's definition.
 NOT_OVERRIDES = ("preset", "seed", "device", "data_dir")
@@ -50,23 +53,29 @@ class Run:
         return "resume" if any((self.path / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")) else "restart"
 
 
-def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] = None,
+                    pack: Optional[int] = None) -> Dict[str, Any]:
     """Check and normalise a sweep's runs; ValueError names the first problem.
 
     Args:
         entries: ``{"preset": P, "seeds": [0, 1], "overrides": {field: value}, "name": DIR}`` each; only
-            ``preset`` is required (seeds default to [0], the name to the preset with "/" as "-").
+            ``preset`` is required (seeds default to [0], the name to the preset with "/" as "-"). An
+            entry may also name a pack, ``"pack": "NAME"``, to train its runs as one (:mod:`swapout.sweep_packs`).
         overrides: config fields applied to every entry, over the entry's own.
-    Returns ``{"runs": [...]}`` with every key filled in: the form recorded in ``SWEEP_DIR/sweep.json``.
+        pack: G >= 1, the most runs per automatic pack (``--pack``); None or 1: none.
+    Returns ``{"runs": [...]}`` (and ``"pack": G`` if given) with every key filled in: the form recorded in
+    ``SWEEP_DIR/sweep.json``.
     """
     if not isinstance(entries, (list, tuple)) or not entries:
         raise ValueError("a sweep needs at least one run: give --presets, or a --file with a non-empty \"runs\" list")
+    if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise ValueError(f"--pack must be an integer >= 1 (the most runs per pack), got {pack!r}")
     runs, allowed = [], [f for f in TrainConfig.field_names() if f not in NOT_OVERRIDES]
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("preset"), str) or \
-                set(entry) - {"preset", "seeds", "overrides", "name"}:
+                set(entry) - {"preset", "seeds", "overrides", "name", "pack"}:
             raise ValueError(f"run {i}: expected {{\"preset\": P, \"seeds\": [...], \"overrides\": {{...}}, \"name\": "
-                             f"N}} (only the preset required), got {entry!r}")
+                             f"N, \"pack\": NAME}} (only the preset required), got {entry!r}")
         preset, seeds, where = entry["preset"], entry.get("seeds", [0]), f"run {i} ({entry['preset']})"
         if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or \
                 any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
@@ -89,38 +98,52 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
         if name in (r["name"] for r in runs):
             raise ValueError(f"run {i}: another run already uses the directory {name!r}; give one a \"name\"")
         runs.append({"name": name, "preset": preset, "seeds": list(seeds), "overrides": fields})
-    return {"runs": runs}
+        if "pack" in entry:
+            if not isinstance(entry["pack"], str) or not _NAME.match(entry["pack"]):
+                raise ValueError(f"run {i}: pack must be letters, digits, '.', '_' or '-', got {entry['pack']!r}")
+            runs[-1]["pack"] = entry["pack"]
+    definition = {"runs": runs, **({"pack": pack} if pack is not None else {})}
+    units(definition, Path("."))  # every pack can be formed: ValueError names the one that cannot
+    return definition
 
 
 def read_sweep_file(path: os.PathLike, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The definition in a sweep file ``{"runs": [...]}`` (see :func:`make_definition`)."""
     try:
         data = json.loads(Path(path).read_text())
-        return make_definition(data.get("runs") if isinstance(data, dict) else None, overrides)
+        if not isinstance(data, dict):
+            raise ValueError('a sweep file holds {"runs": [...]} (and optionally "pack": G)')
+        return make_definition(data.get("runs"), overrides, data.get("pack"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
 
 
 def definition_from(presets: Optional[List[str]], seeds: Optional[List[int]], file: Optional[str],
-                    overrides: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+                    overrides: Dict[str, Any], pack: Optional[int] = None) -> Optional[Dict[str, Any]]:
     """The definition that ``swapout sweep``'s options give: presets x seeds, or a sweep file, with config
-    ``overrides`` for every run; None (continue the recorded sweep) when neither is given."""
+    ``overrides`` for every run and ``pack`` (``--pack G``); None (continue the recorded sweep) when
+    neither presets nor a file is given."""
     if "seed" in overrides:
         raise ValueError("--seed: a sweep takes --seeds, e.g. --seeds 0,1,2")
     if file and (presets or seeds):
         raise ValueError("give --presets (and --seeds) or --file, not both")
     if file:
-        return read_sweep_file(file, overrides)
+        definition = read_sweep_file(file, overrides)
+        if pack is not None:
+            definition = make_definition(definition["runs"], None, pack)
+        return definition
     if presets:
-        return make_definition([{"preset": p, "seeds": seeds or [0]} for p in presets], overrides)
-    if overrides or seeds:
-        raise ValueError("config options and --seeds need --presets or --file (or give --out alone to continue)")
+        return make_definition([{"preset": p, "seeds": seeds or [0]} for p in presets], overrides, pack)
+    if overrides or seeds or pack is not None:
+        raise ValueError("config options, --seeds and --pack need --presets or --file (the packs of a sweep are "
+                         "recorded in its sweep.json: give --out alone to continue it)")
     return None
 
 
 def _summary(definition: Dict[str, Any]) -> str:
     return "; ".join(f"{r['name']} seeds {','.join(map(str, r['seeds']))}"
-                     + "".join(f" {k}={v}" for k, v in r["overrides"].items()) for r in definition["runs"])
+                     + "".join(f" {k}={v}" for k, v in r["overrides"].items()) for r in definition["runs"]) + \
+        (f"; packs of {definition['pack']}" if "pack" in definition else "")
 
 
 def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -149,14 +172,34 @@ def plan(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Run]:
             for r in definition["runs"] for seed in r["seeds"]]
 
 
-def train_args(run: Run, device: str, data_dir: Optional[str] = None) -> List[str]:
-    """The ``swapout train`` arguments that start ``run`` (state new) or continue it (state resume)."""
-    args = ["train", "--quiet", "--device", device] + (["--data-dir", str(data_dir)] if data_dir else [])
-    if run.state == "resume":
-        return args + ["--resume", str(run.path)]
-    args += ["--preset", run.preset, "--seed", str(run.seed), "--out", str(run.path)]
-    for key, value in run.overrides.items():
+def units(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Union[Run, Pack]]:
+    """The sweep's units of work, in order: runs alone, and packs of runs (see :mod:`swapout.sweep_packs`)."""
+    runs = plan(definition, sweep_dir)
+    named = {f"{r['name']}/seed-{seed}": r["pack"] for r in definition["runs"] if "pack" in r for seed in r["seeds"]}
+    return form_packs(runs, definition.get("pack") or 1, named, Path(sweep_dir))
+
+
+def _command_line(overrides: Dict[str, Any]) -> List[str]:
+    args = []
+    for key, value in overrides.items():
         text = ("true" if value else "false") if isinstance(value, bool) else \
             ",".join(map(str, value)) if isinstance(value, list) else str(value)
         args += [f"--{key.replace('_', '-')}", text]
     return args
+
+
+def train_args(unit: Union[Run, Pack], device: str, data_dir: Optional[str] = None) -> List[str]:
+    """The ``swapout train`` arguments that start ``unit`` (state new) or continue it (state resume).
+
+    A pack's runs get their configs through ``pack.json``, written here when the pack starts.
+    """
+    args = ["train", "--quiet", "--device", device] + (["--data-dir", str(data_dir)] if data_dir else [])
+    if isinstance(unit, Pack):
+        if unit.state != "resume":
+            write_pack(unit.path, [run_config(r.preset, r.overrides, r.seed) for r in unit.runs],
+                       [r.path for r in unit.runs])
+        return args + ["--pack-dir", str(unit.path)]
+    if unit.state == "resume":
+        return args + ["--resume", str(unit.path)]
+    return args + ["--preset", unit.preset, "--seed", str(unit.seed), "--out", str(unit.path)] + \
+        _command_line(unit.overrides)
