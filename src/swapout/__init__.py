@@ -5,6 +5,7 @@ output F(X), or X + F(X). Dropout, stochastic depth and residual networks are sp
 """
 
 from .adaptive import adaptive_predict
+from .convert import convert, find_joins
 from .inference import pass_logits, predict, set_inference, stochastic_passes, using_inference
 from .layers import (Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin,
                      SwapoutN)
@@ -13,6 +14,8 @@ from .models import create_model, list_models, register_model
 from .ops import mask_shape, skipforward, swapout, swapout_sum
 from .recalibrate import recalibrate_bn
 from .schedules import Constant, Explicit, Linear, Schedule, parse_schedule
+from .shift import evaluate_shift, plot_shift
+from .shifted_data import shifted_images
 from .uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature, mutual_information,
                           ood_metrics)
 from .uncertainty_report import uncertainty_report
@@ -27,5 +30,5 @@ __all__ = [
     "create_model", "list_models", "register_model",
     "set_inference", "using_inference", "predict", "stochastic_passes", "pass_logits",
     "calibration_metrics", "fit_temperature", "cross_fit_temperature", "entropy", "mutual_information",
-    "ood_metrics", "uncertainty_report", "adaptive_predict", "recalibrate_bn",
+    "ood_metrics", "uncertainty_report", "adaptive_predict", "recalibrate_bn", "convert", "find_joins",
 ]

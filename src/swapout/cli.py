@@ -71,6 +71,8 @@ def _train(args: argparse.Namespace) -> None:
     from .train import TrainingStopped, train
 
     overrides = _overrides(args)
+    if args.pack_dir:
+        return _train_pack(args, overrides)
     if args.resume:
         run = RunDir(args.resume)
         saved = run.read_config()
@@ -97,12 +99,32 @@ def _train(args: argparse.Namespace) -> None:
     print(report_table([out]))
 
 
+def _train_pack(args: argparse.Namespace, overrides: dict) -> None:
+    from .train import TrainingStopped, train_pack
+
+    if args.preset or args.resume or args.out:
+        raise UsageError("--pack-dir trains the pack recorded there (its pack.json): it takes no --preset, "
+                         "--resume or --out")
+    try:
+        results = train_pack(args.pack_dir, progress=not args.quiet, changes=overrides)
+    except TrainingStopped as err:
+        print(f"swapout train: {err}", file=sys.stderr)
+        raise SystemExit(1)
+    failed = [r["failed"] for r in results if "failed" in r]
+    if failed:
+        print(f"swapout train: {len(failed)} of {len(results)} runs of the pack stopped: " + "; ".join(failed),
+              file=sys.stderr)
+        raise SystemExit(1)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .evaluate_run import evaluate_run
 
-    evaluate_run(args.target, split=args.split, samples=args.samples, repeats=args.repeats, limit=args.limit,
+    evaluate_run(args.target, split=args.split, samples=30 if args.samples is None else args.samples,
+                 repeats=args.repeats, limit=args.limit,
                  device=args.device, data_dir=args.data_dir, progress=not args.quiet, uncertainty=args.uncertainty,
-                 adaptive=args.adaptive, delta=args.delta, recalibrate_bn=args.recalibrate_bn)
+                 adaptive=args.adaptive, delta=args.delta, recalibrate_bn=args.recalibrate_bn, shift=args.shift,
+                 corruptions=args.corruptions, severities=args.severities, samples_given=args.samples is not None)
 
 
 def _presets(args: argparse.Namespace) -> None:
@@ -140,13 +162,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def _sweep(args: argparse.Namespace) -> None:
     from .sweep import run_sweep
     from .sweep_plan import definition_from
 
     overrides = _overrides(args)
     device, data_dir = overrides.pop("device", "auto"), overrides.pop("data_dir", None)
-    definition = definition_from(args.presets, args.seeds, args.file, overrides)
+    definition = definition_from(args.presets, args.seeds, args.file, overrides, args.pack)
     status = run_sweep(args.out, definition, per_gpu=args.per_gpu, gpus=args.gpus, device=device, data_dir=data_dir,
                        budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace)
     if status:
@@ -164,13 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--pack-dir", metavar="PACK_DIR", help="train (or continue) the packed runs recorded in "
+                    "PACK_DIR/pack.json as one network; 'swapout sweep --pack' writes it")
     _config_options(tr)
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="deterministic and stochastic error of a run, and the Figure 2 analysis")
     ev.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
     ev.add_argument("--split", default="test", choices=["test", "val"], help="default: test")
-    ev.add_argument("--samples", type=int, default=30, help="stochastic passes (default 30)")
+    ev.add_argument("--samples", type=int, default=None, help="stochastic passes (default 30)")
     ev.add_argument("--repeats", type=int, default=10,
                     help="repetitions for the error-vs-passes curve (the paper used 30; 0 skips the curve)")
     ev.add_argument("--limit", type=int, help="evaluate on the first N images of the split only")
@@ -185,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
                     help="re-estimate BatchNorm statistics for deterministic inference on N training images; writes "
                          "checkpoint.bn-recalibrated-N.pt beside the checkpoint, which stays untouched")
+    ev.add_argument("--shift", action="store_true",
+                    help="calibration under dataset shift: error, NLL, Brier and ECE of every inference mode, with "
+                         "and without a temperature fitted on clean held-out images, on corrupted copies of the split "
+                         "(generated in the manner of CIFAR-10-C), every corruption x severity; writes "
+                         "shift-<split>.json and .png")
+    ev.add_argument("--corruptions", type=_list_of(str, "gaussian_noise,fog"),
+                    help="with --shift: comma-separated corruptions, or 'all' (default: the 14 of CIFAR-10-C's 15 "
+                         "generated here; 'all' adds speckle_noise, gaussian_blur, saturate)")
+    ev.add_argument("--severities", type=_list_of(int, "1,3,5"), help="with --shift: severities from 1 to 5 "
+                    "(default: 1,2,3,4,5)")
     ev.add_argument("--device", default=None, help="default: the run's device setting")
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--quiet", action="store_true")
@@ -213,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--per-gpu", type=int, default=1, metavar="N",
                     help="runs at once on each GPU, or on the CPU if there is none (default 1)")
     sw.add_argument("--gpus", type=_list_of(int, "0,2"), help="which visible GPUs to use (default: all)")
+    sw.add_argument("--pack", type=_positive_int, metavar="G",
+                    help="train up to G runs that share data, architecture and schedule as one packed network "
+                         "(grouped layers: every kernel does the work of G runs); each run keeps its own directory")
     sw.add_argument("--budget-minutes", type=_positive_float, metavar="M",
                     help="after M minutes (wall clock) stop every run with a checkpoint, start no more, and "
                          "print the command that continues the sweep; exit 0")

@@ -1,4 +1,4 @@
-"""The optional parts of ``swapout eval``: ``--uncertainty``, ``--adaptive`` and ``--recalibrate-bn N``."""
+"""The optional parts of ``swapout eval``: ``--uncertainty``, ``--adaptive``, ``--recalibrate-bn N`` and ``--shift``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from .recalibrate import recalibrate_bn
 from .rundir import save_json, write_checkpoint
 from .uncertainty_report import uncertainty_report
 
-__all__ = ["run_adaptive", "run_uncertainty", "run_recalibration", "OOD_DATASET", "RECALIBRATION"]
+__all__ = ["run_adaptive", "run_uncertainty", "run_recalibration", "run_shift", "shift_grid", "OOD_DATASET",
+           "RECALIBRATION"]
 
 OOD_DATASET = {"cifar10": "cifar100", "cifar100": "cifar10"}
 # The recalibration settings that `swapout eval --recalibrate-bn` uses (see results/inference/README.md).
@@ -130,3 +131,56 @@ def run_recalibration(model: nn.Module, state: Dict[str, Any], cfg: TrainConfig,
     print(f"BatchNorm recalibrated on {info['images']:,} training images: deterministic error {error:.2f}% "
           f"(was {result['deterministic_error']:.2f}%{sto}). Written to {path}; {file_name} is unchanged")
     return {**info, "deterministic_error": error, "file": path.name, "seed": seed}
+
+
+def shift_grid(corruptions, severities):
+    """The corruptions and severities of ``--shift``, checked: defaults, ``all``, or a ValueError in one line."""
+    from .corruptions import BENCHMARK, CORRUPTIONS, SEVERITIES, check_corruptions, check_severities
+
+    if not corruptions:
+        corruptions = BENCHMARK
+    elif list(corruptions) == ["all"]:
+        corruptions = tuple(CORRUPTIONS)
+    try:
+        corruptions = check_corruptions(list(corruptions))
+        severities = check_severities(list(severities or SEVERITIES))
+    except ValueError as err:
+        raise ValueError(f"--shift: {err}") from None
+    return corruptions, severities
+
+
+def run_shift(model: nn.Module, cfg: TrainConfig, splits: Dict[str, Dict], split: str, logits: Dict[str, torch.Tensor],
+              device, samples: int, out_dir: Path, suffix: str, corruptions, severities,
+              progress: bool) -> Dict[str, Any]:
+    """``swapout eval --shift``: :func:`swapout.shift.evaluate_shift` on the evaluated split, written beside
+    the checkpoint as ``shift-<split>.json`` and ``shift-<split>.png``.
+
+    Temperatures are fitted on the run's held-out images when it has some and ``split`` is ``test``,
+    else by 2-fold cross-fitting on the clean copies of the evaluated images.
+    """
+    from .shift import evaluate_shift, plot_shift
+
+    chosen = splits[split]
+    calibration = None
+    if split == "test" and "val" in splits:
+        calibration = (splits["val"]["images"], splits["val"]["labels"])
+    result = evaluate_shift(model, chosen["images"], chosen["labels"], dataset=cfg.dataset, corruptions=corruptions,
+                            severities=severities, samples=samples, seed=0, calibration=calibration, clean=logits,
+                            device=device, progress=progress)
+    result["note"] = chosen["note"]
+    name = cfg.preset or cfg.model
+    save_json(result, out_dir / f"shift-{split}{suffix}.json")
+    plot_shift({name: result}, out_dir / f"shift-{split}{suffix}.png",
+               f"{name}, corrupted copies of {chosen['note']} (in the manner of CIFAR-10-C), "
+               f"{plural(samples, 'pass') if samples else 'deterministic only'}")
+    modes = list(result["summary"]["0"])
+    print(f"dataset shift ({len(corruptions)} corruptions, mean over them; {chosen['note']}; temperature "
+          f"{next(iter(result['temperature'].values()))['how']}): error % / NLL / ECE %")
+    print(f"  {'severity':<9}" + "".join(f"{m:>24}" for m in modes))
+    for s, row in result["summary"].items():
+        cells = "".join(f"{row[m]['error']:>9.2f} {row[m]['nll']:>6.3f} {row[m]['ece']:>6.2f}" + " " * 2
+                        for m in modes)
+        print(f"  {'clean' if s == '0' else s:<9}{cells}")
+    print(f"  {result['intervals']['note']}")
+    print(f"written to {out_dir / f'shift-{split}{suffix}.json'} and shift-{split}{suffix}.png")
+    return result

@@ -4,7 +4,7 @@ and optionally uncertainty, adaptive inference and BatchNorm recalibration (see 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 
 from .config import TrainConfig
@@ -50,7 +50,8 @@ def _suffix(file_name: str) -> str:
 def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: int = 10, limit: Optional[int] = None,
                  device: Optional[str] = None, data_dir: Optional[str] = None, progress: bool = True,
                  uncertainty: bool = False, adaptive: bool = False, delta: float = 0.05,
-                 recalibrate_bn: int = 0) -> Dict[str, Any]:
+                 recalibrate_bn: int = 0, shift: bool = False, corruptions: Optional[Sequence[str]] = None,
+                 severities: Optional[Sequence[int]] = None, samples_given: bool = False) -> Dict[str, Any]:
     """Evaluate ``target`` (a run directory or a checkpoint file) on ``split``.
 
     Writes ``eval-<split>.json`` (deterministic and stochastic error, the file evaluated) and, with
@@ -63,7 +64,10 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     * ``adaptive``: adaptive stochastic inference with error bound ``delta`` per image and at most
       ``samples`` passes, see :mod:`swapout.adaptive`;
     * ``recalibrate_bn`` > 0: BatchNorm recalibration on that many training images, written to
-      ``checkpoint.bn-recalibrated-<N>.pt`` beside the checkpoint, see :mod:`swapout.recalibrate`.
+      ``checkpoint.bn-recalibrated-<N>.pt`` beside the checkpoint, see :mod:`swapout.recalibrate`;
+    * ``shift``: every inference mode on corrupted copies of the split (``corruptions`` x ``severities``),
+      see :func:`swapout.eval_extras.run_shift`. ``samples_given``: ``samples`` was asked for explicitly,
+      which a model without random masks cannot honour under ``shift``.
     """
     from . import eval_extras
 
@@ -75,6 +79,10 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
         raise ValueError(f"--recalibrate-bn must be a number of training images >= 0, got {recalibrate_bn}")
     if not 0 < delta < 1:
         raise ValueError(f"--delta must be in (0, 1), got {delta}")
+    if shift:
+        corruptions, severities = eval_extras.shift_grid(corruptions, severities)
+    elif corruptions or severities:
+        raise ValueError("--corruptions and --severities go with --shift")
     state, out_dir, file_name, fallback = load_target(target)
     if fallback:
         print(fallback)
@@ -88,6 +96,9 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     dev = resolve_device(device or cfg.device)
     model = build_model(cfg).to(dev)
     model.load_state_dict(state["model"])
+    if shift and samples_given and not has_random_masks(model):
+        raise ValueError(f"--samples {samples} with --shift: this model has no random masks, so it has no stochastic "
+                         f"figures (its stochastic inference equals deterministic); leave out --samples")
     train_split = load_split(cfg.dataset, "train", cfg.data_dir)
     splits = eval_splits(cfg, train_split, load_split(cfg.dataset, "test", cfg.data_dir))
     if split not in splits:
@@ -121,6 +132,9 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
                                                           result["stochastic_error"], progress)
     if uncertainty:
         eval_extras.run_uncertainty(model, cfg, splits, split, logits, dev, passes, out_dir, suffix, progress)
+    if shift:
+        eval_extras.run_shift(model, cfg, splits, split, logits, dev, passes, out_dir, suffix, corruptions, severities,
+                              progress)
     if recalibrate_bn:
         result["bn_recalibrated"] = eval_extras.run_recalibration(
             model, state, cfg, train_split, chosen, dev, recalibrate_bn, out_dir, file_name, result, progress)
