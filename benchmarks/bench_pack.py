@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import swapout
-from bench_train_gpu import BATCH, EPOCHS, MEAN, STD, STEPS_PER_EPOCH, side_by_side, timed
+from bench_train_gpu import BATCH, EPOCHS, MEAN, STD, STEPS_PER_EPOCH, alternating, side_by_side, timed
 from swapout.packing import pack
 from swapout.pipeline import TrainLoader
 from swapout.step import TrainStep
@@ -83,12 +83,7 @@ def compare(name: str, runs: int, args, device: torch.device) -> Dict[str, float
     for channels_last in layouts:
         contenders = {"solo": make_runner(name, 1, device, device.type == "cuda"),
                       "packed": make_runner(name, runs, device, channels_last)}
-        for run in contenders.values():
-            run(args.warmup)  # compilation and CUDA graph capture happen here
-        times = {k: [] for k in contenders}
-        for _ in range(args.reps):
-            for k, run in contenders.items():
-                times[k].append(timed(run, args.steps, device))
+        times = alternating(contenders, args, device)
         # images per second of the pack over one solo run: G * t_solo / t_packed, median over blocks
         gain = statistics.median(runs * s / p for s, p in zip(times["solo"], times["packed"]))
         row = {"network": name, "runs": runs, "layout": "channels_last" if channels_last else "nchw",

@@ -115,14 +115,21 @@ def timed(run: Callable[[int], None], steps: int, device: torch.device) -> float
     return (time.perf_counter() - start) / steps
 
 
-def compare(name: str, args, device: torch.device) -> Dict[str, float]:
-    runners = {"eager": make_runner(name, "eager", device), args.against: make_runner(name, args.against, device)}
+def alternating(runners: Dict[str, Callable[[int], None]], args, device: torch.device) -> Dict[str, list]:
+    """Seconds per step of each runner: ``args.warmup`` steps each, then ``args.reps`` rounds of one
+    block of ``args.steps`` steps of each runner in turn, so that they share the machine's moods."""
     for run in runners.values():
         run(args.warmup)  # compilation and CUDA graph capture happen here
     times = {k: [] for k in runners}
     for _ in range(args.reps):
         for k, run in runners.items():
             times[k].append(timed(run, args.steps, device))
+    return times
+
+
+def compare(name: str, args, device: torch.device) -> Dict[str, float]:
+    runners = {"eager": make_runner(name, "eager", device), args.against: make_runner(name, args.against, device)}
+    times = alternating(runners, args, device)
     ratio = statistics.median(e / f for e, f in zip(times["eager"], times[args.against]))
     out = {"network": name, f"ratio_eager_over_{args.against}": round(ratio, 3)}
     for k, t in times.items():
