@@ -220,7 +220,8 @@ def pack(models: Sequence[nn.Module], input_shape: Sequence[int] = (2, 3, 32, 32
     models = list(models)
     if not models:
         raise ValueError("pack needs at least one model")
-    if any(_structure(m) != _structure(models[0]) for m in models[1:]):
+    first = _structure(models[0])
+    if any(_structure(m) != first for m in models[1:]):
         raise ValueError("models of a pack must share the architecture: the same modules and tensor shapes")
     packed = copy.deepcopy(models[0])
     for name, module in list(packed.named_modules()):
