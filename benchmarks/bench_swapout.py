@@ -7,9 +7,12 @@
    swapout Linear(1, 0.5): fused kernel and naive reference (two bernoulli_ masks, multiply, add),
    each against the same network with the plain residual add. W x 1 and W x 2.
    ``--compile`` compiles each network first; ``--batch`` and ``--depth`` change the workload.
+   Networks and inputs are channels-last, as ``swapout train`` runs them; ``--only layouts`` times
+   the W x 1 step in channels-last against NCHW.
 2. Peak memory allocated during that training step, swapout against residual.
 3. The op alone, forward plus backward on a 128x32x32x32 float32 tensor: fused, naive, residual add.
-4. Stochastic inference with 30 samples against deterministic inference, in images x passes per second.
+4. Stochastic inference with 30 samples against deterministic inference, in images x passes per second,
+   in forward calls of ``swapout.evaluate.rows_per_call`` rows, and against calls of 1,024 rows.
 
 Timings interleave the contenders (one repetition of each in turn); a ratio is the median over
 repetitions of the ratio of two times taken back to back, so a slow spell of a shared machine hits
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 
 import swapout
 from swapout import fused
+from swapout.evaluate import rows_per_call
 
 
 def sync(device: torch.device) -> None:
@@ -74,12 +78,15 @@ def backend(name: str):
 
 
 def training_step(method: str, width: int, device: torch.device, batch: int = 128, depth: int = 20,
-                  compile_model: bool = False):
+                  compile_model: bool = False, channels_last: bool = True):
+    """One training step as ``swapout train`` runs it: channels-last unless ``channels_last=False``."""
     torch.manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     model = swapout.create_model("resnet_v2_ours", depth=depth, width=width, method=method).to(device)
+    model = model.to(memory_format=layout)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     forward = torch.compile(model) if compile_model else model
-    x = torch.randn(batch, 3, 32, 32, device=device)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
@@ -114,6 +121,19 @@ def bench_training(device: torch.device, reps: int, batch: int, depth: int, comp
             "naive_over_residual": ratio(t, "swapout_naive", "residual"),
         }
     return out
+
+
+def bench_layouts(device: torch.device, reps: int, batch: int, depth: int) -> dict:
+    """The W x 1 training step in channels-last against NCHW, residual and swapout (fused)."""
+    fns = {f"{method}_{name}": with_backend("fused", training_step(method, 1, device, batch, depth,
+                                                                    channels_last=name == "cl"))
+           for method in ("resnet", "swapout") for name in ("cl", "nchw")}
+    t = interleaved(fns, reps, 2, device)
+    return {"ms": {k: round(median(v) * 1e3, 2) for k, v in t.items()},
+            "residual_nchw_over_cl": ratio(t, "resnet_nchw", "resnet_cl"),
+            "swapout_nchw_over_cl": ratio(t, "swapout_nchw", "swapout_cl"),
+            "swapout_over_residual_cl": ratio(t, "swapout_cl", "resnet_cl"),
+            "swapout_over_residual_nchw": ratio(t, "swapout_nchw", "resnet_nchw")}
 
 
 def peak_step_bytes(step: Callable[[], None], device: torch.device) -> int:
@@ -173,26 +193,34 @@ def bench_op(device: torch.device, reps: int) -> dict:
 
 def bench_inference(device: torch.device, reps: int, images: int, samples: int = 30) -> dict:
     torch.manual_seed(0)
-    model = swapout.create_model("resnet_v2_ours", depth=20, width=1).to(device).eval()
+    model = swapout.create_model("resnet_v2_ours", depth=20, width=1).to(device, memory_format=torch.channels_last)
+    model.eval()
     x_small = torch.randn(images, 3, 32, 32, device=device)
     x_big = torch.randn(images * samples, 3, 32, 32, device=device)
-    chunk = 1024
+    chunk = rows_per_call(device)  # what swapout eval uses: 128 rows per call on a CPU, 1,024 on a GPU
+
+    def stochastic(rows):
+        return lambda: swapout.predict(model, x_small, samples=samples, max_batch=rows)
+
     fns = {"deterministic": lambda: swapout.predict(model, x_big, samples=0, max_batch=chunk),
-           "stochastic": with_backend("fused", lambda: swapout.predict(model, x_small, samples=samples, max_batch=chunk)),
-           "stochastic_naive": with_backend("reference",
-                                            lambda: swapout.predict(model, x_small, samples=samples, max_batch=chunk))}
+           "stochastic": with_backend("fused", stochastic(chunk)),
+           "stochastic_naive": with_backend("reference", stochastic(chunk)),
+           "stochastic_1024_rows": with_backend("fused", stochastic(1024))}
     t = interleaved(fns, reps, 1, device)
     # a throughput ratio is the inverse time ratio: same number of images x passes on both sides
-    return {"images_x_passes_per_s": {k: round(images * samples / median(v)) for k, v in t.items()},
+    return {"rows_per_call": chunk,
+            "images_x_passes_per_s": {k: round(images * samples / median(v)) for k, v in t.items()},
             "stochastic_over_deterministic": ratio(t, "deterministic", "stochastic"),
-            "naive_over_deterministic": ratio(t, "deterministic", "stochastic_naive")}
+            "naive_over_deterministic": ratio(t, "deterministic", "stochastic_naive"),
+            "rows_per_call_speedup_over_1024": ratio(t, "stochastic_1024_rows", "stochastic")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 15 CPU, 30 CUDA)")
-    parser.add_argument("--only", nargs="*", default=["training", "memory", "op", "inference"])
+    parser.add_argument("--only", nargs="*", default=["training", "memory", "op", "inference"],
+                        choices=["training", "layouts", "memory", "op", "inference"])
     parser.add_argument("--batch", type=int, default=128, help="training batch size (default 128, the paper's)")
     parser.add_argument("--depth", type=int, default=20, help="network depth, 6n+2 (default 20)")
     parser.add_argument("--widths", type=int, nargs="+", default=[1, 2], help="width multipliers (default 1 2)")
@@ -210,6 +238,8 @@ def main() -> None:
     for name in args.only:
         if name == "training":
             results[name] = bench_training(device, reps, args.batch, args.depth, args.compile, args.widths)
+        elif name == "layouts":
+            results[name] = bench_layouts(device, reps, args.batch, args.depth)
         elif name == "memory":
             results[name] = bench_memory(device)
         elif name == "op":

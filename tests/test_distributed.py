@@ -16,6 +16,7 @@ from swapout.config import TrainConfig
 from swapout.data import MEAN, STD, load_split
 from swapout.pipeline import TrainLoader
 from swapout.rundir import read_checkpoint
+from swapout.step import prepare_model
 from swapout.experiment import build_model
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
@@ -53,7 +54,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     halves = [TrainLoader(train.images[:n], train.labels[:n], cfg.batch_size, MEAN["cifar10"], STD["cifar10"],
                           "cpu", cfg.seed, rank=r, world_size=2) for r in (0, 1)]
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    model = prepare_model(build_model(cfg))  # the layout training uses: its convolutions round their own way
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     streams = [h.batches(0) for h in halves]
     threads = torch.get_num_threads()
@@ -65,7 +66,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
             opt.zero_grad()
             for stream in streams:
                 x, y = next(stream)
-                (F.cross_entropy(model(x), y) / 2).backward()
+                (F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y) / 2).backward()
             opt.step()
     finally:
         torch.set_num_threads(threads)

@@ -93,9 +93,10 @@ def test_damaged_checkpoint_names_the_weights_evaluated(tmp_path, capsys):
     with open(run.checkpoint_path, "r+b") as fh:  # damage the latest checkpoint
         fh.truncate(1000)
     assert main(["eval", str(run.path), "--samples", "1", "--repeats", "0", "--limit", "20", "--quiet"]) == 0
-    first_line = capsys.readouterr().out.splitlines()[0]
-    assert first_line.startswith("checkpoint.pt is damaged (truncated or corrupt")
-    assert first_line.endswith("; evaluating checkpoint.prev.pt (epoch 3, step 12)")
+    out, err = capsys.readouterr()
+    assert "damaged" not in out and err.count("\n") == 1  # a warning: one line on standard error
+    assert err.startswith("swapout eval: warning: checkpoint.pt is damaged (truncated or corrupt")
+    assert err.strip().endswith("; evaluating checkpoint.prev.pt (epoch 3, step 12)")
     result = json.loads((run.path / "eval-test.json").read_text())
     assert result["checkpoint"] == "checkpoint.prev.pt" and "damaged" in result["checkpoint_note"]
 
@@ -148,3 +149,71 @@ def test_uncertainty_and_adaptive_options_write_their_results(tmp_path, capsys):
     # the rule cannot settle before 4 passes at delta 0.2, so every image stops at --samples 3
     assert adaptive["delta"] == 0.2 and adaptive["mean_passes"] == 3 and adaptive["max_passes"] == 3
     assert "adaptive stochastic inference (delta 0.2)" in capsys.readouterr().out
+
+
+def _stochastic(run, capsys, *args):
+    assert main(["eval", str(run.path), "--samples", "3", "--repeats", "2", "--limit", "50", "--quiet", *args]) == 0
+    capsys.readouterr()
+    result = json.loads((run.path / "eval-test.json").read_text())
+    curve = json.loads((run.path / "figure2-test.json").read_text())
+    return result, curve, (run.path / "uncertainty-test-per-image.csv").read_text()
+
+
+@needs_data
+def test_the_seed_fixes_every_stochastic_figure_and_is_recorded(tmp_path, capsys):
+    run = _run(tmp_path)
+    first = _stochastic(run, capsys, "--seed", "7", "--uncertainty")
+    assert first[0]["seed"] == first[1]["seed"] == 7 and first[1]["checkpoint"] == "checkpoint.pt"
+    torch.manual_seed(123)  # whatever the state of the generator before
+    assert _stochastic(run, capsys, "--seed", "7", "--uncertainty") == first
+    other = _stochastic(run, capsys, "--seed", "8", "--uncertainty")
+    # per-image entropies and mutual information of the passes (6 decimals): other masks, other values
+    assert other[0]["seed"] == 8 and other[2] != first[2] and other[1]["mean_error"] != first[1]["mean_error"]
+
+
+@needs_data
+def test_a_later_eval_keeps_the_blocks_it_does_not_compute(tmp_path, capsys):
+    run = _run(tmp_path)
+    args = ["eval", str(run.path), "--samples", "2", "--limit", "30", "--quiet"]
+    assert main([*args, "--repeats", "2", "--adaptive", "--delta", "0.3", "--seed", "1"]) == 0
+    assert main([*args, "--repeats", "0", "--seed", "2"]) == 0
+    result = json.loads((run.path / "eval-test.json").read_text())
+    assert result["seed"] == 2 and result["adaptive"]["delta"] == 0.3 and result["adaptive"]["seed"] == 1
+    assert json.loads((run.path / "figure2-test.json").read_text())["seed"] == 1  # left by the first call, and says so
+    assert main([*args, "--repeats", "0", "--adaptive", "--delta", "0.2"]) == 0
+    assert json.loads((run.path / "eval-test.json").read_text())["adaptive"]["delta"] == 0.2  # computed again: new
+
+
+@needs_data
+@pytest.mark.parametrize("images,message", [("10000000", "the run trained on 1,000 images only; give at most 1,000"),
+                                            ("1", "0 \\(none\\) or a number of training images >= 2")])
+def test_an_impossible_recalibration_is_refused_before_any_evaluation(tmp_path, capsys, monkeypatch, images, message):
+    run = _run(tmp_path)
+
+    def evaluated(*args, **kwargs):
+        raise AssertionError("evaluation started")
+
+    monkeypatch.setattr(evaluate_run, "split_logits", evaluated)
+    assert main(["eval", str(run.path), "--recalibrate-bn", images, "--limit", "20", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+@needs_data
+def test_uncertainty_without_masks_says_that_only_deterministic_rows_come(tmp_path, capsys):
+    cfg = TrainConfig(depth=8, method="resnet", val_split=49000, device="cpu")
+    run = RunDir(tmp_path / "resnet")
+    run.create()
+    run.save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "state": {}})
+    assert main(["eval", str(run.path), "--limit", "20", "--uncertainty", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: --uncertainty: this model has no random masks" in err
+    assert set(json.loads((run.path / "uncertainty-test.json").read_text())["rows"]) == {"deterministic",
+                                                                                         "deterministic+T"}
+
+
+def test_an_empty_folder_has_nothing_to_evaluate(tmp_path, capsys):
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"swapout eval: error: no checkpoint in {tmp_path}: nothing to evaluate (a run directory " \
+                          f"holds checkpoint.pt; or give a checkpoint file)"

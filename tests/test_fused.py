@@ -114,6 +114,25 @@ def test_gradcheck_fused_float64():
     assert torch.autograd.gradcheck(lambda a, b: fused.swapout2(a, b, 0.6, 0.5, seed=seed), (x, fx))
 
 
+def test_channels_last_stays_channels_last_with_the_masks_of_its_memory_order():
+    # A channels-last network must not pay two layout copies per join: the kernel walks memory in
+    # order, so the masks are those of the NHWC permutation, in the forward and the backward pass.
+    x, fx = (torch.randn(SHAPE).to(memory_format=torch.channels_last).requires_grad_() for _ in range(2))
+    seed = torch.tensor(4321)
+    y = fused.swapout2(x, fx, 0.6, 0.3, seed=seed)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    n, c, h, w = SHAPE
+    m1, m2 = (m.permute(0, 3, 1, 2).float() for m in fused.masks((n, h, w, c), seed, 0.6, 0.3))
+    assert torch.equal(y, m1 * x.detach() + m2 * fx.detach())
+    for grad in (torch.randn(SHAPE), torch.randn(SHAPE).to(memory_format=torch.channels_last)):
+        x.grad = fx.grad = None
+        fused.swapout2(x, fx, 0.6, 0.3, seed=seed).backward(grad)
+        assert torch.equal(x.grad, m1 * grad) and torch.equal(fx.grad, m2 * grad)
+    a, b = (torch.randn(3, 4, 5, 5, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+            for _ in range(2))
+    assert torch.autograd.gradcheck(lambda u, v: fused.swapout2(u, v, 0.6, 0.5, seed=seed), (a, b))
+
+
 def test_odd_sizes_and_non_contiguous_inputs():
     for n in (0, 1, 63, 64, 65, 1000):
         x, fx = torch.randn(n), torch.randn(n)

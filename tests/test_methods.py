@@ -61,7 +61,9 @@ def test_baseline_errors_name_the_argument_given(make):
     assert str(caught.value).startswith("theta must be") and "theta2" not in str(caught.value)
 
 
-def test_a_run_parses_each_schedule_once(tmp_path, monkeypatch):
+@pytest.fixture
+def parses(monkeypatch):
+    """The schedules parsed from here on, in order; training stops for want of data once the model is built."""
     import swapout.training_loop as training_loop
 
     def no_data(*args, **kwargs):
@@ -71,11 +73,25 @@ def test_a_run_parses_each_schedule_once(tmp_path, monkeypatch):
     real = methods.parse_schedule
     monkeypatch.setattr(methods, "parse_schedule", lambda spec: calls.append(spec) or real(spec))
     monkeypatch.setattr(training_loop, "load_split", no_data)
+    return calls
+
+
+def test_a_run_parses_each_schedule_once(tmp_path, parses):
     cfg = TrainConfig(depth=8, theta1="linear(1,0.5)", theta2="0.7", device="cpu")
     with pytest.raises(DataError):  # training stops after building the model
         train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
-    assert calls == ["linear(1,0.5)", "0.7"]
+    assert parses == ["linear(1,0.5)", "0.7"]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_parses_each_schedule_once(tmp_path, parses, capsys):
+    # the command line checks the config before any work, and the model is built from the same parse
+    from swapout.cli import main
+
+    code = main(["train", "--depth", "8", "--theta1", "linear(1,0.5)", "--theta2", "0.7", "--quiet",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "no data in this test" in capsys.readouterr().err
+    assert parses == ["linear(1,0.5)", "0.7"]
 
 
 def test_create_model_takes_a_join_or_its_fields_not_both():

@@ -140,6 +140,17 @@ def test_n_way_form_equals_closed_form(record_masks):
     assert torch.equal(swapout.swapout_sum(ts[:1], [1.0]), ts[0])
 
 
+@pytest.mark.parametrize("pack", [list, tuple])
+def test_n_way_module_takes_its_tensors_as_one_list_too(pack):
+    ts, join = [torch.randn(3, 4, 6) for _ in range(3)], swapout.SwapoutN((0.2, 0.5, 0.8))
+    torch.manual_seed(5)
+    separate = join(*ts)
+    torch.manual_seed(5)
+    assert torch.equal(join(pack(ts)), separate)  # as swapout_sum takes them: the same masks, the same sum
+    with pytest.raises(ValueError, match="takes 3 tensors, got 2"):
+        join(ts[:2])
+
+
 # -- keep rates and independence ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])
@@ -298,3 +309,62 @@ def test_extra_repr_shows_probabilities():
     assert "theta1=0.9, theta2=0.7" in repr(swapout.Swapout(0.9, 0.7))
     assert "theta=0.4" in repr(swapout.SkipForward(0.4))
     assert "granularity='batch'" in repr(swapout.StochasticDepth(0.5))
+
+
+def _vmap_step(method: str):
+    """One SGD step of 4 stacked copies of one 20-layer network under vmap(randomness="different")."""
+    import copy
+
+    import torch.nn.functional as F
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    net = swapout.create_model("resnet_v2_ours", depth=20, width=1, method=method)
+    params, buffers = stack_module_state([copy.deepcopy(net) for _ in range(4)])
+    shell = copy.deepcopy(net).to("meta")
+
+    def loss(p, b, x, y):
+        logits = functional_call(shell, (p, b), (x,))
+        return F.cross_entropy(logits, y), logits
+
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    grads, logits = vmap(grad(loss, has_aux=True), in_dims=(0, 0, None, None), randomness="different")(
+        params, buffers, x, y)
+    stepped = {k: p - 0.1 * grads[k] for k, p in params.items()}
+    return params, stepped, logits
+
+
+def test_vmap_trains_four_stacked_swapout_models_one_step_with_masks_of_their_own():
+    # The four models start from the same weights and see the same batch, so their logits can differ
+    # only through their masks; the residual control shows that vmap itself adds no difference.
+    params, stepped, logits = _vmap_step("swapout")
+    assert logits.shape == (4, 8, 10)
+    for i in range(1, 4):
+        assert not torch.equal(logits[0], logits[i])
+        assert not torch.equal(stepped["head.2.weight"][0], stepped["head.2.weight"][i])
+    for k, p in stepped.items():
+        assert torch.isfinite(p).all() and not torch.equal(p, params[k]), k
+    _, stepped, logits = _vmap_step("resnet")
+    for i in range(1, 4):
+        assert torch.equal(logits[0], logits[i]) and torch.equal(stepped["head.2.weight"][0], stepped["head.2.weight"][i])
+
+
+def test_the_forward_pass_checks_no_theta_and_no_granularity(monkeypatch):
+    # thetas are checked once, when a join is built; a training step and a stochastic pass check nothing
+    from swapout import layers
+
+    calls = []
+    for module in (ops, layers):
+        for name in ("check_theta", "check_granularity"):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, **k: calls.append(a) or _real(*a, **k))
+    for method in ("swapout", "skipforward", "stochastic_depth"):
+        model = swapout.create_model("resnet_v2_ours", depth=8, width=1, method=method)
+        calls.clear()
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+        with swapout.using_inference(model.eval(), "stochastic"):
+            model(torch.randn(4, 3, 32, 32))
+        assert calls == [], method
+    # the public functional form still checks what it is given
+    with pytest.raises(ValueError):
+        swapout.swapout(*_pair(), 1.5, 0.5)

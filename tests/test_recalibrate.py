@@ -54,6 +54,18 @@ def test_statistics_are_those_of_deterministic_inference():
     torch.testing.assert_close(bn.running_var, seen["x"].var((0, 2, 3)), rtol=1e-3, atol=0)
 
 
+def test_tensors_are_taken_as_arrays_and_other_layouts_refused_with_what_is_expected():
+    (images, labels), model = _images(), _model()
+    models = [model, copy.deepcopy(model)]
+    recalibrate_bn(models[0], images, labels, MEAN, STD, "cpu", batch_size=32)
+    recalibrate_bn(models[1], torch.from_numpy(images), torch.from_numpy(labels), MEAN, STD, "cpu", batch_size=32)
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
+    nchw = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with pytest.raises(TypeError, match=r"uint8 \(N, H, W, 3\) .* got torch.float32 of shape \(64, 3, 32, 32\)"):
+        recalibrate_bn(models[0], nchw, labels, MEAN, STD, "cpu")
+
+
 def test_layer_and_statistic_choices():
     model = _model()
     names = batchnorms_after_random_joins(model)

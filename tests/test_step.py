@@ -28,7 +28,8 @@ def test_running_figures_stay_on_the_device_and_add_up(precision):
     losses, right = [], 0
     for x, y in batches:
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)  # the same weights the step is about to use, and no masks to differ
+            # the same weights the step is about to use, in the layout it uses, and no masks to differ
+            logits = model(x.contiguous(memory_format=torch.channels_last))
         losses.append(torch.nn.functional.cross_entropy(logits.float(), y).item())
         right += int((logits.argmax(1) == y).sum())
         step(x, y)

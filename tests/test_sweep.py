@@ -38,7 +38,7 @@ def _run_main(args, capsys):
     ([{"preset": RESNET, "overrides": {"seed": 3}}], "'seed' cannot be overridden"),
     ([{"preset": RESNET, "overrides": {"device": "cuda"}}], "'device' cannot be overridden"),
     ([{"preset": RESNET, "overrides": {"colour": "red"}}], "'colour' cannot be overridden"),
-    ([{"preset": RESNET, "overrides": {"eval_limit": None}}], "eval_limit cannot be overridden with null"),
+    ([{"preset": RESNET, "overrides": {"epochs": None}}], r"epochs cannot be overridden with null \(only theta1, "),
     ([{"preset": RESNET, "overrides": {"depth": 21}}], r"run 1 \(short/cpu-20-w1-resnet\): .*6n\+2"),
     ([{"preset": RESNET}, {"preset": RESNET, "overrides": {"epochs": 3}}], "run 2: another run already uses"),
     ([{"preset": RESNET, "name": "../up"}], "name must be"),

@@ -31,4 +31,5 @@ __all__ = [
     "set_inference", "using_inference", "predict", "stochastic_passes", "pass_logits",
     "calibration_metrics", "fit_temperature", "cross_fit_temperature", "entropy", "mutual_information",
     "ood_metrics", "uncertainty_report", "adaptive_predict", "recalibrate_bn", "convert", "find_joins",
+    "evaluate_shift", "plot_shift", "shifted_images",
 ]

@@ -19,7 +19,8 @@ from .methods import METHODS, JoinSpec
 from .models import list_models
 from .pipeline import CROPS
 
-__all__ = ["TrainConfig", "load_preset", "list_presets", "learning_rate", "PAPER_EPOCHS", "PAPER_MILESTONES"]
+__all__ = ["TrainConfig", "load_preset", "list_presets", "merge_preset", "learning_rate", "JOIN_FIELDS", "PAPER_EPOCHS",
+           "PAPER_MILESTONES"]
 
 PAPER_EPOCHS = 256
 PAPER_MILESTONES = (196, 224)
@@ -108,8 +109,9 @@ class TrainConfig:
         if self.val_split >= 50_000:
             raise ValueError(f"val_split must leave training images: at most 49,999, got {self.val_split}")
         if self.milestones is not None and (not isinstance(self.milestones, list) or any(
-                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)):
-            raise ValueError(f"milestones must be a list of epochs >= 1, got {self.milestones!r}")
+                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)
+                or self.milestones != sorted(set(self.milestones))):
+            raise ValueError(f"milestones must be increasing epochs >= 1 (e.g. 196,224), got {self.milestones!r}")
         return self
 
     @staticmethod
@@ -123,8 +125,17 @@ class TrainConfig:
                              f"{', '.join(TrainConfig.PACK_MAY_DIFFER)}")
 
     def join(self) -> JoinSpec:
-        """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity."""
-        return JoinSpec(self.method, self.theta1, self.theta2, self.granularity, self.skipforward_on)
+        """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity.
+
+        The schedules are parsed and range-checked once: the JoinSpec is kept for as long as the join
+        fields stay as they were, so the command line's check and the model's construction share it.
+        """
+        key = tuple(getattr(self, k) for k in ("method", "theta1", "theta2", "granularity", "skipforward_on"))
+        cached = self.__dict__.get("_join")
+        if cached is None or cached[0] != key:
+            cached = (key, JoinSpec(*key))
+            self.__dict__["_join"] = cached  # not a field: to_dict, equality and copies ignore it
+        return cached[1]
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,6 +166,30 @@ class TrainConfig:
             raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                              f"fields are: {', '.join(cls.field_names())}")
         return cls(**values)
+
+
+# The fields that say how a block joins X and F(X): they go together with the method.
+JOIN_FIELDS = ("method", "theta1", "theta2", "granularity", "skipforward_on")
+
+
+def merge_preset(preset: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
+    """The config fields of ``preset`` with those ``given`` over them.
+
+    When ``given`` changes the method, the preset's join fields that the new method cannot take (its
+    thetas, granularity, skipforward_on) are dropped: they belonged to the preset's method, so
+    ``--preset short/quickstart --method resnet`` is a plain ResNet. Fields given explicitly stay, to be
+    checked like any other.
+    """
+    merged = {**preset, **given}
+    method, on = merged.get("method", "swapout"), merged.get("skipforward_on", "x")
+    if "method" not in given or given["method"] == preset.get("method", "swapout") or method not in METHODS:
+        return merged
+    takes = set(JoinSpec(method, skipforward_on=on if method == "skipforward" and on in SKIPFORWARD_ON else "x").uses())
+    if method != "resnet":
+        takes.add("granularity")
+    if method == "skipforward":
+        takes.add("skipforward_on")
+    return {k: v for k, v in merged.items() if k in given or k not in JOIN_FIELDS[1:] or k in takes}
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:

@@ -30,20 +30,15 @@ import sys
 import tarfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["DataError", "Split", "load_split", "load_cifar", "default_data_dir", "DATASETS", "NUM_CLASSES",
-           "MEAN", "STD"]
+from .cifar import DATASETS, MEAN, NUM_CLASSES, SPLIT_SIZES, STD, DataError, Split, check_digest
 
-DATASETS = ("cifar10", "cifar100")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
-# Per-channel mean and standard deviation of the 50,000 training images (RGB, on a 0..1 scale).
-MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
-STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+__all__ = ["DataError", "Split", "load_split", "load_cifar", "default_data_dir", "DATASETS", "NUM_CLASSES",
+           "MEAN", "STD", "SPLIT_SIZES", "check_digest"]
 
 # Published by the dataset's authors (https://www.cs.toronto.edu/~kriz/cifar.html) and widely mirrored.
 ARCHIVES = {
@@ -60,30 +55,6 @@ ARCHIVES = {
                  "test": {"test": "f0ef6b0ae62326f3e7ffdfab6717acfc"}, "labels": b"fine_labels"},
 }
 
-SPLIT_SIZES = {"train": 50_000, "test": 10_000}
-
-
-class DataError(ValueError):
-    """Missing, truncated, corrupt or unsafe data; the message names the file and what was expected."""
-
-
-@dataclass
-class Split:
-    """One split in memory: ``images`` uint8 (N, 32, 32, 3) RGB, ``labels`` int64 (N,).
-
-    ``exact`` is a bool mask of images known to be bit-exact (all True except the compact copy's
-    twenty approximate CIFAR-10 test images); ``source`` says where the data came from.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    exact: np.ndarray
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
 def default_data_dir() -> Path:
     """``$SWAPOUT_DATA``; else ``../shared/data`` beside a source checkout, if it exists; else the cache."""
     if os.environ.get("SWAPOUT_DATA"):
@@ -93,23 +64,6 @@ def default_data_dir() -> Path:
         return beside_checkout
     base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
     return Path(base) / "swapout" / "data"
-
-
-def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_digest(path: Path, expected: str, algorithm: str,
-                 remedy: str = "delete it and download the official archive again") -> None:
-    """DataError naming ``path`` unless its digest is ``expected``; ``remedy`` says what to do."""
-    actual = _digest(path, algorithm)
-    if actual != expected:
-        raise DataError(f"{path}: {algorithm.upper()} is {actual}, expected {expected}; the file is truncated, "
-                        f"corrupt or not the one expected; {remedy}")
 
 
 # -- the official pickles ------------------------------------------------------------------------------
@@ -192,7 +146,11 @@ def _from_archive(dataset: str, split: str, archive: Path) -> Split:
 
 
 def _download(url: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in its place or on its path, or no right to create it
+        raise DataError(f"{target.parent}: cannot be made a data folder ({err.strerror}); point --data-dir (or "
+                        f"SWAPOUT_DATA) at a folder that has the data or can hold it") from None
     tmp = target.with_suffix(target.suffix + ".part")
     try:
         with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:

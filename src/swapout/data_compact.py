@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .cache import cache_dir
-from .data import SPLIT_SIZES, DataError, Split, check_digest
+from .cifar import SPLIT_SIZES, DataError, Split, check_digest
 
 __all__ = ["read_compact", "COMPACT_SHA256"]
 

@@ -7,6 +7,7 @@ import time
 import torch
 
 from .checks import check_positive_int
+from .progress import plural
 
 __all__ = ["demo"]
 
@@ -27,7 +28,7 @@ def demo(steps: int = 3, batch: int = 32, samples: int = 30, seed: int = 0) -> N
     if samples < 2:
         raise ValueError(f"samples must be at least 2, to compare stochastic passes with each other; got {samples}")
     torch.manual_seed(seed)
-    print(f"swapout {swapout.__version__}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"swapout {swapout.__version__}, torch {torch.__version__}, {plural(torch.get_num_threads(), 'CPU thread')}")
     print("\nThe paper's networks (parameters):")
     for name, depth, width in [("resnet_v2_ours", 20, 1), ("resnet_v2_ours", 20, 2), ("resnet_v2_ours", 32, 4),
                                ("resnet_v1", 110, 1), ("preact_resnet", 164, 1)]:

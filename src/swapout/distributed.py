@@ -17,6 +17,8 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 import torch.distributed as dist
 
+from .progress import plural
+
 __all__ = ["resolve_device", "Process", "process_group", "stop_signals"]
 
 
@@ -53,7 +55,7 @@ class Process:
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device)
         else:
-            name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+            name = f"cpu ({platform.processor() or platform.machine()}, {plural(torch.get_num_threads(), 'thread')})"
         return name if self.world == 1 else f"{self.world} processes, each {name}"
 
     def rng_state(self) -> Dict[str, Any]:

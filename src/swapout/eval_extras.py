@@ -21,8 +21,8 @@ from .recalibrate import recalibrate_bn
 from .rundir import save_json, write_checkpoint
 from .uncertainty_report import uncertainty_report
 
-__all__ = ["run_adaptive", "run_uncertainty", "run_recalibration", "run_shift", "shift_grid", "OOD_DATASET",
-           "RECALIBRATION"]
+__all__ = ["run_adaptive", "run_uncertainty", "run_recalibration", "check_recalibration", "run_shift", "shift_grid",
+           "OOD_DATASET", "RECALIBRATION"]
 
 OOD_DATASET = {"cifar10": "cifar100", "cifar100": "cifar10"}
 # The recalibration settings that `swapout eval --recalibrate-bn` uses (see results/inference/README.md).
@@ -105,15 +105,21 @@ def run_uncertainty(model: nn.Module, cfg: TrainConfig, splits: Dict[str, Dict],
     return report
 
 
+def check_recalibration(images: int, train: Split, cfg: TrainConfig) -> int:
+    """The number of training images the run trained on; ValueError if ``images`` is more."""
+    pool = len(train.labels) - (cfg.val_split or 0)
+    if images > pool:
+        raise ValueError(f"--recalibrate-bn {images}: the run trained on {pool:,} images only; give at most {pool:,}")
+    return pool
+
+
 def run_recalibration(model: nn.Module, state: Dict[str, Any], cfg: TrainConfig, train: Split, chosen: Dict[str, Any],
                       device, images: int, out_dir: Path, file_name: str, result: Dict[str, Any], progress: bool,
                       seed: int = 0) -> Dict[str, Any]:
     """BatchNorm recalibration on ``images`` training images (a seeded random choice among those the
     run trained on) of a copy of ``model``, written to ``checkpoint.bn-recalibrated-<N>.pt`` beside the
     evaluated file (which is not touched), then its deterministic error on the evaluated split."""
-    pool = len(train.labels) - (cfg.val_split or 0)
-    if images > pool:
-        raise ValueError(f"--recalibrate-bn {images}: the run trained on {pool:,} images only")
+    pool = check_recalibration(images, train, cfg)
     pick = np.sort(np.random.default_rng(seed).permutation(pool)[:images])
     mean, std = MEAN[cfg.dataset], STD[cfg.dataset]
     fresh = copy.deepcopy(model)
@@ -151,12 +157,13 @@ def shift_grid(corruptions, severities):
 
 def run_shift(model: nn.Module, cfg: TrainConfig, splits: Dict[str, Dict], split: str, logits: Dict[str, torch.Tensor],
               device, samples: int, out_dir: Path, suffix: str, corruptions, severities,
-              progress: bool) -> Dict[str, Any]:
+              progress: bool, seed: int = 0) -> Dict[str, Any]:
     """``swapout eval --shift``: :func:`swapout.shift.evaluate_shift` on the evaluated split, written beside
     the checkpoint as ``shift-<split>.json`` and ``shift-<split>.png``.
 
     Temperatures are fitted on the run's held-out images when it has some and ``split`` is ``test``,
-    else by 2-fold cross-fitting on the clean copies of the evaluated images.
+    else by 2-fold cross-fitting on the clean copies of the evaluated images. ``seed`` seeds the
+    corruptions, the masks and the folds.
     """
     from .shift import evaluate_shift, plot_shift
 
@@ -165,7 +172,7 @@ def run_shift(model: nn.Module, cfg: TrainConfig, splits: Dict[str, Dict], split
     if split == "test" and "val" in splits:
         calibration = (splits["val"]["images"], splits["val"]["labels"])
     result = evaluate_shift(model, chosen["images"], chosen["labels"], dataset=cfg.dataset, corruptions=corruptions,
-                            severities=severities, samples=samples, seed=0, calibration=calibration, clean=logits,
+                            severities=severities, samples=samples, seed=seed, calibration=calibration, clean=logits,
                             device=device, progress=progress)
     result["note"] = chosen["note"]
     name = cfg.preset or cfg.model

@@ -96,7 +96,7 @@ _CPU_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 def available(x: Tensor) -> bool:
     """True when a fused kernel handles tensors like ``x`` (device and dtype)."""
-    if not _enabled:
+    if not _enabled or _transforms_active():
         return False
     if x.device.type == "cpu":
         return x.dtype in _CPU_DTYPES and cpu_library() is not None
@@ -107,6 +107,24 @@ def available(x: Tensor) -> bool:
             return False
         return x.dtype.is_floating_point and _triton_module() is not None
     return False
+
+
+def _transforms_active() -> bool:
+    # Under torch.func (vmap, grad, ...) tensors are wrappers without storage a kernel could read, and
+    # vmap(randomness="different") needs masks drawn per batch entry: the reference op does both.
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active and active())
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    """The dense layout the kernels run in: channels-last tensors stay so, anything else is made contiguous.
+
+    The kernels walk memory in order, so a unit's mask word follows its place in memory, not its
+    index: a channels-last tensor takes the masks of its NHWC permutation.
+    """
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _seed_value(seed: Tensor) -> int:
@@ -125,7 +143,8 @@ def _forward_impl(x: Tensor, fx: Tensor, seed: Tensor, theta1: float, theta2: fl
 
 
 def _backward_impl(grad: Tensor, seed: Tensor, theta1: float, theta2: float) -> Tuple[Tensor, Tensor]:
-    grad = grad.contiguous()
+    # The forward pass ran in the layout of its inputs; the gradient must be read in that same order.
+    # Autograd hands back the output's layout in practice, which _FusedSwapout.backward enforces.
     gx, gfx = torch.empty_like(grad), torch.empty_like(grad)
     if grad.device.type == "cuda":
         _triton_module().backward(grad, gx, gfx, seed, threshold(theta1), threshold(theta2))
@@ -150,23 +169,33 @@ def _(x, fx, seed, theta1, theta2):
 
 @_backward_op.register_fake
 def _(grad, seed, theta1, theta2):
-    return (torch.empty_like(grad, memory_format=torch.contiguous_format),
-            torch.empty_like(grad, memory_format=torch.contiguous_format))
+    return torch.empty_like(grad), torch.empty_like(grad)
 
 
 class _FusedSwapout(torch.autograd.Function):
-    """Autograd for the fused op: only the seed is kept for the backward pass, never a mask."""
+    """Autograd for the fused op: only the seed is kept for the backward pass, never a mask.
+
+    Written in the ``setup_context`` form that torch.func expects of an autograd function; under a
+    torch.func transform :func:`available` is False and the reference op runs instead, since the
+    kernels read raw storage.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, fx: Tensor, seed: Tensor, theta1: float, theta2: float) -> Tensor:
-        ctx.save_for_backward(seed)
-        ctx.thetas = (theta1, theta2)
+    def forward(x: Tensor, fx: Tensor, seed: Tensor, theta1: float, theta2: float) -> Tensor:
         forward = _forward_op if torch.compiler.is_compiling() else _forward_impl
         return forward(x, fx, seed, theta1, theta2)
 
     @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, _, seed, theta1, theta2 = inputs
+        ctx.save_for_backward(seed)
+        ctx.thetas = (theta1, theta2)
+        ctx.layout = _layout(output)
+
+    @staticmethod
     def backward(ctx, grad: Tensor):
         (seed,) = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=ctx.layout)
         backward = _backward_op if torch.compiler.is_compiling() else _backward_impl
         gx, gfx = backward(grad, seed, *ctx.thetas)
         return gx, gfx, None, None, None
@@ -189,11 +218,16 @@ def swapout2(x: Tensor, fx: Tensor, theta1: float, theta2: float,
     """
     if seed is None:
         seed = draw_seed(x.device, generator)
-    return _FusedSwapout.apply(x.contiguous(), fx.contiguous(), seed, float(theta1), float(theta2))
+    layout = _layout(x)
+    return _FusedSwapout.apply(x.contiguous(memory_format=layout), fx.contiguous(memory_format=layout), seed,
+                               float(theta1), float(theta2))
 
 
 def masks(shape, seed: Tensor, theta1: float, theta2: float, device="cpu") -> Tuple[Tensor, Tensor]:
-    """The two boolean masks that :func:`swapout2` uses for a contiguous tensor of ``shape`` and ``seed``."""
+    """The two boolean masks that :func:`swapout2` uses for a contiguous tensor of ``shape`` and ``seed``.
+
+    A channels-last (N, C, H, W) tensor uses the masks of shape (N, H, W, C), permuted to (N, C, H, W).
+    """
     n = 1
     for s in shape:
         n *= int(s)

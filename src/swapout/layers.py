@@ -1,7 +1,7 @@
 """Swapout as modules: the layer that joins a block's skip input X and its output F(X).
 
-Every module here has ``forward(x, fx)`` (``forward(*tensors)`` for :class:`SwapoutN`) and replaces
-the ``x + fx`` of a residual block. Masks are sampled in training mode; in eval mode they follow the
+Every module here has ``forward(x, fx)`` (:class:`SwapoutN`: ``forward(*tensors)`` or ``forward(list)``) and
+replaces the ``x + fx`` of a residual block. Masks are sampled in training mode; in eval mode they follow the
 module's ``inference`` attribute, ``"deterministic"`` (expectations) or ``"stochastic"`` (sampled), set
 for a whole model with :func:`swapout.set_inference`. BatchNorm is unaffected by that switch: it
 follows ``train()``/``eval()`` as usual.
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_granularity, check_theta
-from .ops import skipforward, swapout_sum
+from .ops import masked_skipforward, masked_sum
 
 INFERENCE_MODES = ("deterministic", "stochastic")
 SKIPFORWARD_ON = ("x", "fx")
@@ -88,8 +88,9 @@ class SwapoutJoin(nn.Module):
     def forward(self, *tensors: Tensor) -> Tensor:
         if len(tensors) != len(self.thetas):
             raise ValueError(f"{type(self).__name__} takes {len(self.thetas)} tensors, got {len(tensors)}")
-        return self._per_pass(lambda *ts: swapout_sum(ts, self.thetas, sample=self.sampling,
-                                                      granularity=self.granularity, generator=self.generator),
+        # thetas and granularity were checked when set: the forward pass checks nothing but shapes
+        return self._per_pass(lambda *ts: masked_sum(ts, self.thetas, sample=self.sampling,
+                                                     granularity=self.granularity, generator=self.generator),
                               tensors)
 
     def extra_repr(self) -> str:
@@ -98,7 +99,16 @@ class SwapoutJoin(nn.Module):
 
 
 class SwapoutN(SwapoutJoin):
-    """Swapout over N inputs, equation 2: ``Y = sum_i Theta_i * F_i``; ``forward(*tensors)``."""
+    """Swapout over N inputs, equation 2: ``Y = sum_i Theta_i * F_i``.
+
+    ``forward(f1, f2, ...)`` takes the N tensors as arguments, or as one list or tuple,
+    ``forward([f1, f2, ...])``, the form :func:`swapout.swapout_sum` takes.
+    """
+
+    def forward(self, *tensors) -> Tensor:
+        if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+            tensors = tuple(tensors[0])
+        return super().forward(*tensors)
 
 
 class Swapout(SwapoutJoin):
@@ -177,8 +187,8 @@ class SkipForward(SwapoutJoin):
 
     def forward(self, x: Tensor, fx: Tensor) -> Tensor:
         kept, other = (x, fx) if self.on == "x" else (fx, x)
-        return self._per_pass(lambda a, b: skipforward(a, b, self.thetas[0], sample=self.sampling,
-                                                       granularity=self.granularity, generator=self.generator),
+        return self._per_pass(lambda a, b: masked_skipforward(a, b, self.thetas[0], sample=self.sampling,
+                                                              granularity=self.granularity, generator=self.generator),
                               (kept, other))
 
     def extra_repr(self) -> str:

@@ -36,7 +36,7 @@ from torch import Tensor
 from . import fused
 from .checks import GRANULARITIES, check_granularity, check_theta
 
-__all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape"]
+__all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "masked_sum", "masked_skipforward"]
 
 
 def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
@@ -46,7 +46,10 @@ def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
     ``(N, C, 1, ...)``, ``"sample"`` ``(N, 1, ...)`` and ``"batch"`` ``(1, ...)``.
     """
     check_granularity(granularity)
-    shape = tuple(shape)
+    return _mask_shape(tuple(shape), granularity)
+
+
+def _mask_shape(shape: tuple, granularity: str) -> tuple:
     ones = (1,) * len(shape)
     if granularity == "unit":
         return shape
@@ -63,8 +66,11 @@ def _bernoulli(shape: tuple, theta: float, like: Tensor, generator: Optional[tor
     """One Bernoulli(theta) mask of ``shape``, with ``like``'s dtype and device.
 
     Every reference-path mask is drawn here; tests replace this function to record or replay masks.
+    Drawn out of place, so that ``torch.func.vmap(..., randomness="different")`` gives every batch
+    entry masks of its own (an in-place draw into an unbatched tensor cannot).
     """
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(theta, generator=generator)
+    probs = torch.full(shape, theta, dtype=like.dtype, device=like.device)
+    return torch.bernoulli(probs, generator=generator)
 
 
 def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> list:
@@ -72,14 +78,20 @@ def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> list:
         raise ValueError("swapout needs at least one tensor, got none")
     if len(thetas) != len(tensors):
         raise ValueError(f"swapout needs one theta per tensor, got {len(thetas)} thetas for {len(tensors)} tensors")
-    shape = tensors[0].shape
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
+    _check_shapes(tensors)
+    return [check_theta(th, f"theta{i + 1}") for i, th in enumerate(thetas)]
+
+
+def _check_shapes(tensors: Sequence[Tensor]) -> None:
+    # kept on the trusted path too: the fused kernels read every tensor as long as the first
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
         if t.shape != shape:
             raise ValueError(f"all tensors must have the same shape: tensor 0 has {tuple(shape)}, "
                              f"tensor {i} has {tuple(t.shape)}")
-    return [check_theta(th, f"theta{i + 1}") for i, th in enumerate(thetas)]
 
 
 def swapout_sum(
@@ -105,6 +117,16 @@ def swapout_sum(
     """
     thetas = _check_tensors(tensors, thetas)
     check_granularity(granularity)
+    return masked_sum(tensors, thetas, sample=sample, granularity=granularity, generator=generator)
+
+
+def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bool, granularity: str,
+               generator: Optional[torch.Generator]) -> Tensor:
+    """:func:`swapout_sum` for arguments already checked: thetas floats in [0, 1], a known granularity.
+
+    The layers call this on every forward pass; they check their thetas once, when they are set.
+    """
+    _check_shapes(tensors)
     if sample and granularity == "unit" and len(tensors) == 2 and any(0.0 < t < 1.0 for t in thetas):
         if fused.available(tensors[0]) and tensors[1].dtype == tensors[0].dtype \
                 and tensors[1].device == tensors[0].device:
@@ -116,7 +138,7 @@ def swapout_sum(
         if theta == 1.0:
             term = t
         elif sample:
-            term = _bernoulli(mask_shape(t.shape, granularity), theta, t, generator) * t
+            term = _bernoulli(_mask_shape(tuple(t.shape), granularity), theta, t, generator) * t
         else:
             term = theta * t
         out = term if out is None else out + term
@@ -166,9 +188,16 @@ def skipforward(
     theta = check_theta(theta)
     _check_tensors((x, fx), (theta, 0.0))
     check_granularity(granularity)
+    return masked_skipforward(x, fx, theta, sample=sample, granularity=granularity, generator=generator)
+
+
+def masked_skipforward(x: Tensor, fx: Tensor, theta: float, *, sample: bool, granularity: str,
+                       generator: Optional[torch.Generator]) -> Tensor:
+    """:func:`skipforward` for arguments already checked, as :func:`masked_sum` is for :func:`swapout_sum`."""
+    _check_shapes((x, fx))
     if theta in (0.0, 1.0):
         return fx if theta == 0.0 else x
     if not sample:
         return theta * x + (1.0 - theta) * fx
-    mask = _bernoulli(mask_shape(x.shape, granularity), theta, x, generator)
+    mask = _bernoulli(_mask_shape(tuple(x.shape), granularity), theta, x, generator)
     return torch.where(mask.bool(), x, fx)

@@ -19,9 +19,23 @@ _DPI = 100
 
 
 def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=_DPI)
+    # constrained layout makes room for titles and labels, so none is cut at the picture's edge
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer, to measure titles
+    return fig
+
+
+def _title(fig, set_title, text: str, fontsize: float = 9) -> None:
+    """``set_title(text)``, wrapped into lines that fit the figure's width, measured with its renderer."""
+    width = int(fig.get_figwidth() * 72 / (0.5 * fontsize))  # characters: narrow ones, at first
+    while True:
+        title = set_title("\n".join(textwrap.wrap(text, width)), fontsize=fontsize)
+        if title.get_window_extent(fig.canvas.get_renderer()).width <= 0.95 * fig.bbox.width or width <= 10:
+            return
+        width -= 4
 
 
 def plot_curve(curve: Dict, path: os.PathLike, title: str = "") -> None:
@@ -47,9 +61,7 @@ def plot_curve(curve: Dict, path: os.PathLike, title: str = "") -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", frameon=False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    title = title or f"error over {curve['images']:,} images, mean of {curve['repeats']} repetitions"
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
-    fig.tight_layout()
+    _title(fig, ax.set_title, title or f"error over {curve['images']:,} images, mean of {curve['repeats']} repetitions")
     fig.savefig(path, dpi=_DPI)
 
 
@@ -64,30 +76,36 @@ def plot_reliability(panels: Sequence[Dict], path: os.PathLike, title: str = "")
         title: a title over all panels.
 
     Each panel shows the accuracy of every confidence bin against the diagonal of perfect
-    calibration; the shaded gap is the calibration error of the bin.
+    calibration; the gap of a bin to its confidence (its calibration error) is shaded red above the
+    bar when the model is overconfident, hatched on the bar when it is underconfident.
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     if not panels:
         raise ValueError("plot_reliability needs at least one panel")
     fig = _figure(3.2 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)
+    over_style = dict(facecolor="tab:red", alpha=0.3, edgecolor="none")
+    under_style = dict(facecolor="none", edgecolor="white", hatch="////", linewidth=0)
     for ax, p in zip(axes[0], panels):
         edges, count = np.asarray(p["edges"]), np.asarray(p["count"])
         acc, conf = np.asarray(p["accuracy"]), np.asarray(p["confidence"])
-        used = count > 0
-        width = np.diff(edges)
-        ax.bar(edges[:-1][used], acc[used], width=width[used], align="edge", color="tab:blue",
-               edgecolor="white", label="accuracy")
-        ax.bar(edges[:-1][used], conf[used] - acc[used], bottom=acc[used], width=width[used], align="edge",
-               color="tab:red", alpha=0.3, edgecolor="none", label="gap to confidence")
+        left, width = edges[:-1], np.diff(edges)
+        ax.bar(left[count > 0], acc[count > 0], width=width[count > 0], align="edge", color="tab:blue",
+               edgecolor="white")
+        for shown, low, high, style in ((count > 0) & (conf > acc), acc, conf, over_style),\
+                ((count > 0) & (acc > conf), conf, acc, under_style):
+            ax.bar(left[shown], (high - low)[shown], bottom=low[shown], width=width[shown], align="edge", **style)
         ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (max probability)")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)")
         ax.set_title(f"{p['label']}\nECE {p['ece']:.2f}%", fontsize=9)
-        ax.set_aspect("equal")
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(loc="upper left", frameon=False, fontsize=8)
+    handles = [Patch(facecolor="tab:blue", label="accuracy"), Patch(label="confidence above accuracy", **over_style),
+               Patch(facecolor="tab:blue", label="accuracy above confidence",
+                     **{k: v for k, v in under_style.items() if k != "facecolor"}),
+               Line2D([], [], color="black", linestyle="--", linewidth=1, label="perfect calibration")]
+    axes[0][0].legend(handles=handles, loc="upper left", frameon=False, fontsize=7)
     if title:
-        fig.suptitle("\n".join(textwrap.wrap(title, 45 * len(panels))), fontsize=9)
-    fig.tight_layout()
+        _title(fig, fig.suptitle, title)
     fig.savefig(path, dpi=_DPI)

@@ -10,7 +10,7 @@ fresh statistics (a cumulative average over the images, ``momentum=None``), then
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,8 +41,25 @@ def batchnorms_after_random_joins(model: nn.Module) -> List[str]:
     return names
 
 
+def _checked(images, labels, layers: str, stats: str, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The arguments of :func:`recalibrate_bn`, checked; ``images`` and ``labels`` as numpy arrays."""
+    got = f"{images.dtype} of shape {tuple(images.shape)}" if hasattr(images, "shape") else type(images).__name__
+    array = images.detach().cpu().numpy() if torch.is_tensor(images) else images
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise TypeError(f"recalibrate_bn: images must be uint8 (N, H, W, 3) RGB images as CIFAR stores them (a numpy "
+                        f"array or a torch tensor, not normalised), got {got}")
+    if layers not in LAYER_CHOICES:
+        raise ValueError(f"layers must be one of {', '.join(LAYER_CHOICES)}, got {layers!r}")
+    if stats not in STAT_CHOICES:
+        raise ValueError(f"stats must be one of {', '.join(STAT_CHOICES)}, got {stats!r}")
+    if len(array) < 2 or batch_size < 2:
+        raise ValueError(f"recalibration needs at least 2 images and batches of at least 2, got {len(array)} "
+                         f"images and batch_size {batch_size}")
+    return array, labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+
+
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean: Sequence[float],
+def recalibrate_bn(model: nn.Module, images, labels, mean: Sequence[float],
                    std: Sequence[float], device, augment: bool = False, layers: str = "all", stats: str = "both",
                    batch_size: int = 250, seed: int = 0,
                    progress: Optional[Callable[[int], None]] = None) -> Dict[str, object]:
@@ -50,9 +67,11 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
 
     Args:
         model: the network; left in ``eval()`` mode, its joins' inference modes unchanged.
-        images: uint8 (N, 32, 32, 3) training images to gather statistics on; labels: their labels
-            (unused but for the loader). With ``augment`` a last batch smaller than ``batch_size``
-            is dropped, as in training.
+        images: training images to gather statistics on, as CIFAR stores them: uint8 (N, H, W, 3), RGB,
+            0..255, a numpy array or a torch tensor (normalised here with ``mean`` and ``std``; a float or
+            (N, 3, H, W) tensor is refused with a TypeError). labels: their labels, an array or tensor of N
+            (unused but for the loader). With ``augment`` a last batch smaller than ``batch_size`` is
+            dropped, as in training.
         mean, std: the normalisation the model was trained with (per channel, 0..1 scale).
         device: where to run.
         augment: apply the training augmentation (flips, 4-pixel translations, one per batch).
@@ -66,13 +85,7 @@ def recalibrate_bn(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
     Returns a description of what was done: ``{"images"`` (used), ``"augment", "layers", "stats",
     "batchnorms"`` (how many were recalibrated) ``}``.
     """
-    if layers not in LAYER_CHOICES:
-        raise ValueError(f"layers must be one of {', '.join(LAYER_CHOICES)}, got {layers!r}")
-    if stats not in STAT_CHOICES:
-        raise ValueError(f"stats must be one of {', '.join(STAT_CHOICES)}, got {stats!r}")
-    if len(images) < 2 or batch_size < 2:
-        raise ValueError(f"recalibration needs at least 2 images and batches of at least 2, got {len(images)} "
-                         f"images and batch_size {batch_size}")
+    images, labels = _checked(images, labels, layers, stats, batch_size)
     chosen = set(batchnorms_after_random_joins(model)) if layers == "after-random-joins" else None
     bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
            and (chosen is None or n in chosen)}

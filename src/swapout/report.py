@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import PAPER_EPOCHS, list_presets
+from .progress import plural
 from .rundir import RunDir
 
 __all__ = ["report_table", "seed_table"]
@@ -63,7 +64,7 @@ def report_table(run_dirs: Sequence[str]) -> str:
                 marks.append(fig.get("note", split))
             sto = _fmt(fig.get("stochastic_error"))
             if "samples" in fig:
-                sto += f" ({fig['samples']} passes)"
+                sto += f" ({plural(fig['samples'], 'pass')})"
             rows.append(f"| {_run_name(run_dir)} | {cfg.get('preset') or '-'} | {epochs:g} | {split} | "
                         f"{_fmt(fig['deterministic_error'])} | {sto} | {paper_text} | {'; '.join(marks) or '-'} |")
     return "\n".join(rows)
@@ -86,20 +87,26 @@ def seed_table(run_dirs: Sequence[str]) -> str:
     Each row gives the preset, the config fields that differ from it, the seeds, the deterministic and
     stochastic errors (%) as mean ± sample standard deviation over the seeds ("-" with one seed), the
     paper's figure for the preset and the mean minus that figure (test split only). Splits are those
-    evaluated by every run of the group; a stochastic error is shown only if every run has one.
+    evaluated by every run of the group; a stochastic error is shown only if every run has one. Two runs
+    of one group with the same seed are refused (ValueError).
     """
     import statistics
 
     from .config import TrainConfig
 
-    presets, groups = list_presets(), {}
+    presets, groups, dirs = list_presets(), {}, {}
     for run_dir in run_dirs:
         run = RunDir(run_dir)
         cfg, results = run.read_config(), run.read_results()
         if results is None:
             raise ValueError(f"{run.path} has no results.json yet: the run is unfinished")
         key = json.dumps({k: v for k, v in cfg.items() if k not in _SEED_FIELDS}, sort_keys=True)
+        twin = next((d for d, (c, _) in zip(dirs.get(key, []), groups.get(key, [])) if c["seed"] == cfg["seed"]), None)
+        if twin is not None:  # its spread would be a machine's, or a copy's, not the seeds'
+            raise ValueError(f"{twin} and {run_dir} are the same experiment with the same seed {cfg['seed']}: "
+                             f"--by-seed needs runs that differ in their seed; leave one out")
         groups.setdefault(key, []).append((cfg, results))
+        dirs.setdefault(key, []).append(run_dir)
     rows = ["| preset | differs from the preset | seeds | split | deterministic error (%) | stochastic error (%) "
             "| paper (%) | mean - paper |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for members in groups.values():
@@ -119,7 +126,7 @@ def seed_table(run_dirs: Sequence[str]) -> str:
             sto_text = "-" if sto is None else _spread(sto)
             passes = {f.get("samples") for f in figs}
             if sto is not None and len(passes) == 1 and None not in passes:
-                sto_text += f" ({passes.pop()} passes)"
+                sto_text += f" ({plural(passes.pop(), 'pass')})"
             diffs = []
             if split == "test":
                 ours = {"deterministic_error": ("det", det), "stochastic_error": ("stoch", sto),

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
+from .progress import plural
 from .sweep_plan import Pack, Run, open_sweep, train_args, units
 
 __all__ = ["slots", "run_sweep", "continue_command"]
@@ -110,12 +111,7 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
     pending = [u for u in work if u.state != "done"]
-    packs = sum(isinstance(u, Pack) for u in work)
-    out(f"sweep {sweep_dir}: {len(runs)} runs" + (f" ({packs} pack{'s' if packs > 1 else ''})" if packs else "")
-        + f", {sum(r.state == 'done' for r in runs)} done, "
-        f"{sum(u.state == 'resume' for u in pending)} to resume; {per_gpu} at a time on "
-        + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
-        + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
+    out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes))
     deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
     running: Dict[int, tuple] = {}  # pid -> (run, process, slot, start time)
     failed, stopped, signals, stop_at = [], [], [], None
@@ -139,24 +135,7 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
                 kill = signals.count(signal.SIGINT) > 1 or now - stop_at > stop_grace_s
                 for _, proc, _, _ in running.values():
                     proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            for pid, (run, proc, slot, started) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[pid]
-                free.append(slot)
-                took, code = f"{time.time() - started:.0f}s", proc.returncode
-                for member in _members(run):
-                    if member.state == "done":
-                        out(f"[done] {member.label} ({took})")
-                    elif code == 0 or (code < 0 and stop_at is not None):  # stopped, or killed after the grace
-                        stopped.append(member)
-                        out(f"[stopped] {member.label} ({took}; "
-                            + ("checkpoint written)" if code == 0 else "killed: it resumes from its last checkpoint)"))
-                    else:
-                        failed.append(member)
-                        out(f"[failed] {member.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
-                            + "\n".join("    " + line for line in
-                                        (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
+            _reap(running, free, stop_at is not None, stopped, failed, out)
             time.sleep(0.2 if running else 0)
     finally:
         for sig, handler in previous.items():
@@ -164,13 +143,52 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
         for _, proc, _, _ in running.values():  # only after an unexpected error: leave no orphans
             proc.kill()
     done = sum(r.state == "done" for r in runs)
-    out(f"sweep {sweep_dir}: {done} of {len(runs)} runs done, {len(stopped)} stopped, {len(failed)} failed, "
+    out(f"sweep {sweep_dir}: {done} of {plural(len(runs), 'run')} done, {len(stopped)} stopped, {len(failed)} failed, "
         f"{len(runs) - done - len(stopped) - len(failed)} not started")
-    if done < len(runs):
-        out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir)}")
-    else:
-        from .report import report_table, seed_table
-
-        paths = [str(r.path) for r in runs]
-        out(f"\n{report_table(paths)}\n\nMean ± standard deviation over seeds:\n\n{seed_table(paths)}")
+    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir)}" if done < len(runs)
+        else _final_report([str(r.path) for r in runs]))
     return 1 if failed else 0
+
+
+def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[Optional[str]], threads: int,
+             budget_minutes: Optional[float]) -> str:
+    """The sweep's first line: its runs, what is done or to resume, where and how many at a time."""
+    runs, packs = [r for unit in work for r in _members(unit)], sum(isinstance(u, Pack) for u in work)
+    return (f"sweep {sweep_dir}: {plural(len(runs), 'run')}" + (f" ({plural(packs, 'pack')})" if packs else "")
+            + f", {sum(r.state == 'done' for r in runs)} done, "
+            f"{sum(u.state == 'resume' for u in work if u.state != 'done')} to resume; {per_gpu} at a time on "
+            + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
+            + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
+
+
+def _reap(running: Dict[int, tuple], free: List[Optional[str]], stopping: bool, stopped: List[Run],
+          failed: List[Run], out: Callable[[str], None]) -> None:
+    """Take the children that have exited off ``running``, free their slots and report each of their runs."""
+    for pid, (run, proc, slot, started) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        del running[pid]
+        free.append(slot)
+        took, code = f"{time.time() - started:.0f}s", proc.returncode
+        for member in _members(run):
+            if member.state == "done":
+                out(f"[done] {member.label} ({took})")
+            elif code == 0 or (code < 0 and stopping):  # stopped, or killed after the grace
+                stopped.append(member)
+                out(f"[stopped] {member.label} ({took}; "
+                    + ("checkpoint written)" if code == 0 else "killed: it resumes from its last checkpoint)"))
+            else:
+                failed.append(member)
+                out(f"[failed] {member.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
+                    + "\n".join("    " + line for line in
+                                (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
+
+
+def _final_report(paths: List[str]) -> str:
+    from .report import report_table, seed_table
+
+    try:
+        seeds = seed_table(paths)
+    except ValueError as err:  # entries of the sweep that are the same experiment under two names
+        seeds = f"none: {err}"
+    return f"\n{report_table(paths)}\n\nMean ± standard deviation over seeds:\n\n{seeds}"

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
-from .config import TrainConfig, load_preset
+from .config import TrainConfig, load_preset, merge_preset
 from .experiment import build_model
 from .layers import SwapoutJoin
 from .packing import join_kind, pack
@@ -52,7 +52,7 @@ class Pack:
 
 def run_config(preset: str, overrides: Dict[str, Any], seed: int) -> TrainConfig:
     """The config a sweep's run trains with (the machine's device and data folder are given at launch)."""
-    return TrainConfig.from_dict({**load_preset(preset), **overrides, "seed": seed})
+    return TrainConfig.from_dict({**merge_preset(load_preset(preset), overrides), "seed": seed})
 
 
 def _join_kinds(cfg: TrainConfig) -> Tuple[Tuple[str, ...], ...]:

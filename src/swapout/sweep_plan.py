@@ -7,6 +7,7 @@ is :mod:`swapout.sweep`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from .config import TrainConfig, load_preset
+from .config import TrainConfig, load_preset, merge_preset
 from .experiment import build_model
 from .rundir import save_json
 from .sweep_packs import Pack, form_packs, run_config
@@ -28,6 +29,8 @@ __all__ = ["Run", "Pack", "make_definition", "read_sweep_file", "definition_from
 # Chosen per run (seed) or per machine (device, data folder), so not part of a sweep's definition.
 NOT_OVERRIDES = ("preset", "seed", "device", "data_dir")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAY_BE_NONE = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                     if str(f.type).startswith("Optional[") and f.name not in NOT_OVERRIDES)
 
 
 @dataclass
@@ -80,16 +83,19 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
         if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or \
                 any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
             raise ValueError(f"{where}: seeds must be distinct integers >= 0, got {seeds!r}")
+        if not isinstance(entry.get("overrides") or {}, dict):
+            raise ValueError(f"{where}: overrides must be a mapping {{\"field\": value}}, e.g. {{\"epochs\": 30}}, "
+                             f"got {entry['overrides']!r}")
         fields = {**(entry.get("overrides") or {}), **(overrides or {})}
         for key, value in fields.items():
             if key not in allowed:
                 raise ValueError(f"{where}: {key!r} cannot be overridden in a sweep; fields are {', '.join(allowed)} "
                                  f"(seeds, --device and --data-dir are options of the sweep)")
-            if value is None:  # a child's command line cannot say "unset"
-                raise ValueError(f"{where}: {key} cannot be overridden with null")
+            if value is None and key not in _MAY_BE_NONE:  # a child's command line says "None" for these only
+                raise ValueError(f"{where}: {key} cannot be overridden with null (only {', '.join(_MAY_BE_NONE)} can)")
         try:
             with torch.device("meta"):  # the model's own checks (depth, schedules) without allocating it
-                build_model(TrainConfig.from_dict({**load_preset(preset), **fields}))
+                build_model(TrainConfig.from_dict(merge_preset(load_preset(preset), fields)))
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
         name = entry.get("name", preset.replace("/", "-"))
@@ -152,6 +158,8 @@ def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = No
     A ``definition`` that differs from the recorded one is refused (ValueError): one directory, one sweep.
     """
     path = Path(sweep_dir) / "sweep.json"
+    if Path(sweep_dir).exists() and not Path(sweep_dir).is_dir():
+        raise ValueError(f"--out {sweep_dir} is a file: it must name a sweep's directory, new or existing")
     if path.exists():
         saved = read_sweep_file(path)
         if definition is not None and definition != saved:
@@ -161,8 +169,12 @@ def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = No
         return saved
     if definition is None:
         raise ValueError(f"{sweep_dir} holds no sweep.json: give --presets (and --seeds) or --file to start one")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_json(definition, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json(definition, path)
+    except OSError as err:
+        raise ValueError(f"cannot write the sweep directory {sweep_dir}: {err.strerror}; --out must name a "
+                         f"directory that can be created and written") from None
     return definition
 
 

@@ -59,9 +59,9 @@ class Training(TrainingRecords):
             for run in self._checkpoint_runs():
                 run.create()
         if self.runs == 1:
-            self.model = prepare_model(self.members[0].model.to(device), device)
+            self.model = prepare_model(self.members[0].model.to(device))
         else:  # the runs' own networks stay beside the pack: their weights are unpacked into them to evaluate
-            self.model = prepare_model(pack([m.model.to(device) for m in self.members]), device)
+            self.model = prepare_model(pack([m.model.to(device) for m in self.members]))
         if proc.world > 1:
             if cfg.sync_bn:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)

@@ -44,6 +44,16 @@ def _round(obj: Any) -> Any:
     return obj
 
 
+def _ood_row(p: Dict[str, Any], q: Dict[str, Any]) -> Dict[str, Any]:
+    """OOD detection of the in-distribution probabilities ``p`` against the OOD ones ``q`` (as from _scaled)."""
+    s_in, s_out = ood_scores(p["probs"], p["passes"]), ood_scores(q["probs"], q["passes"])
+    row = {"ood": {k: ood_metrics(s_in[k], s_out[k]) for k in s_in},
+           "ood_mean_entropy": entropy(q["probs"]).mean().item()}
+    if q["passes"] is not None:
+        row["ood_mean_mutual_information"] = mutual_information(q["passes"]).mean().item()
+    return row
+
+
 def uncertainty_report(test: Dict[str, Tensor], ood: Optional[Dict[str, Tensor]] = None,
                        calibration: Optional[Dict[str, Tensor]] = None, n_bins: int = 15, folds: int = 2,
                        seed: int = 0) -> Dict[str, Any]:
@@ -94,12 +104,7 @@ def uncertainty_report(test: Dict[str, Tensor], ood: Optional[Dict[str, Tensor]]
             if p["passes"] is not None:
                 row["mean_mutual_information"] = mutual_information(p["passes"]).mean().item()
             if ood:
-                q = _scaled(_logits(ood, mode), f_ood, ts)
-                s_in, s_out = ood_scores(p["probs"], p["passes"]), ood_scores(q["probs"], q["passes"])
-                row["ood"] = {k: ood_metrics(s_in[k], s_out[k]) for k in s_in}
-                row["ood_mean_entropy"] = entropy(q["probs"]).mean().item()
-                if q["passes"] is not None:
-                    row["ood_mean_mutual_information"] = mutual_information(q["passes"]).mean().item()
+                row.update(_ood_row(p, _scaled(_logits(ood, mode), f_ood, ts)))
             rows[name] = row
             reliability[name] = reliability_bins(p["probs"], labels, n_bins)
             if name == mode:  # unscaled: stochastic inference's values replace deterministic ones

@@ -1,0 +1,112 @@
+"""The package's shape: no import cycle, the library never imports the application, evaluation never imports
+training, and modules and functions small enough to read."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "swapout"
+
+# What runs experiments: configs, training, sweeps, run directories, evaluation of runs, the command line.
+# Everything else is the library a user imports into a network of their own.
+APPLICATION = {"cli", "cli_checks", "cli_options", "demo", "config", "train", "training_loop", "training_records",
+               "step", "distributed", "rundir", "experiment", "sweep", "sweep_plan", "sweep_packs", "evaluate_run",
+               "eval_extras", "report"}
+TRAINING = {"train", "training_loop", "training_records", "step", "sweep", "sweep_plan", "sweep_packs"}
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 250, 60
+
+
+def _modules():
+    """{dotted name below swapout: parsed source} for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = (path, ast.parse(path.read_text()), parts[-1] == "__init__")
+    return out
+
+
+def _imports(name, tree, is_package):
+    """The package modules that ``name`` imports, at its top or inside functions (lazy imports count)."""
+    here = name.split(".") if is_package else name.split(".")[:-1]
+    if name == "":
+        here = []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+            if node.module:
+                found.add(".".join(base))
+            else:
+                found.update(".".join(base + [a.name]) for a in node.names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found.update(n[len("swapout."):] for n in names if n.startswith("swapout."))
+    return found
+
+
+def _graph():
+    modules = _modules()
+    return {name: {m for m in _imports(name, tree, pkg) if m in modules and m != name}
+            for name, (_, tree, pkg) in modules.items()}
+
+
+def test_no_import_cycle():
+    graph, state, cycles = _graph(), {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == [], f"import cycles: {cycles}"
+
+
+def test_the_library_imports_no_application_module():
+    graph = _graph()
+    assert APPLICATION <= set(graph), sorted(APPLICATION - set(graph))  # the list names real modules
+    wrong = {name: sorted(deps & APPLICATION) for name, deps in graph.items()
+             if name.split(".")[0] not in APPLICATION and deps & APPLICATION}
+    assert wrong == {}
+
+
+def test_modules_and_functions_are_small():
+    long_modules, long_functions = [], []
+    for name, (path, tree, _) in _modules().items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            long_modules.append(f"{name} ({lines} lines)")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name} ({length} lines)")
+    assert (long_modules, long_functions) == ([], [])
+
+
+@pytest.mark.parametrize("command", [["eval"], ["report"]])
+def test_evaluating_and_reporting_import_nothing_of_training(tmp_path, command):
+    # The command is run to its first refusal (an empty folder), after which every module that its
+    # code imports lazily is imported too; none of them may be a training module.
+    script = f"""
+import json, sys
+from swapout.cli import main
+code = main({command + [str(tmp_path)]!r})
+import swapout.evaluate_run, swapout.eval_extras, swapout.report
+print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("swapout."))]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    code, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert code == 2
+    assert sorted({m.split(".")[1] for m in loaded} & TRAINING) == []
