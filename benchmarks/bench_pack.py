@@ -6,7 +6,7 @@
 
 For each network (20-layer "Ours" v2 W x 1 and W x 2, 32-layer W x 4, swapout with Linear(1, 0.5),
 batch 128 per run) and each G of ``--packs``: a training step of G runs packed into one network
-(:mod:`swapout.packing`), fed by G on-device input pipelines as ``swapout sweep --pack`` trains it,
+(:mod:`swapout.training.packing`), fed by G on-device input pipelines as ``swapout sweep --pack`` trains it,
 against one solo run (G = 1: the plain network), timed in the same process in alternating blocks.
 On a GPU each contender is the fast path (bf16, ``torch.compile`` with CUDA graphs), and a packed
 network is tried in both memory layouts, NCHW and channels-last, because grouped convolutions have
@@ -32,9 +32,9 @@ import torch
 
 import swapout
 from bench_train_gpu import BATCH, EPOCHS, MEAN, STD, STEPS_PER_EPOCH, alternating, side_by_side, timed
-from swapout.packing import pack
-from swapout.pipeline import TrainLoader
-from swapout.step import TrainStep
+from swapout.training.packing import pack
+from swapout.data.pipeline import TrainLoader
+from swapout.training.step import TrainStep
 
 NETWORKS = {"w1": (20, 1), "w2": (20, 2), "32-w4": (32, 4)}  # name: (depth, width)
 TABLE1_RUNS = {"w1": 12, "w2": 18}  # Table 1: 4 rows at W x 1 and 6 at W x 2, 3 seeds each

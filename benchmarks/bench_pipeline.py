@@ -3,7 +3,7 @@
     python benchmarks/bench_pipeline.py [--device cuda] [--steps 20] [--rounds 3]
 
 Ours: the training set as one uint8 tensor on the device, flips and the batch's translation applied to
-whole batches there (``swapout.pipeline.TrainLoader``). Baseline: a ``Dataset`` that augments one image
+whole batches there (``swapout.data.pipeline.TrainLoader``). Baseline: a ``Dataset`` that augments one image
 at a time (pad, random crop, flip, normalise) behind a ``DataLoader`` with 0 and 2 worker processes.
 Both feed the same 20-layer swapout network, batch 128, SGD step included. Rounds alternate between
 the contenders; the figures are images per second over all rounds, and their ratios.
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import swapout
-from swapout.data import MEAN, STD, load_split
-from swapout.pipeline import TrainLoader
+from swapout.data.files import MEAN, STD, load_split
+from swapout.data.pipeline import TrainLoader
 
 
 class PerImageCifar(torch.utils.data.Dataset):

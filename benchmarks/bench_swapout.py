@@ -12,7 +12,7 @@
 2. Peak memory allocated during that training step, swapout against residual.
 3. The op alone, forward plus backward on a 128x32x32x32 float32 tensor: fused, naive, residual add.
 4. Stochastic inference with 30 samples against deterministic inference, in images x passes per second,
-   in forward calls of ``swapout.evaluate.rows_per_call`` rows, and against calls of 1,024 rows.
+   in forward calls of ``swapout.evaluation.errors.rows_per_call`` rows, and against calls of 1,024 rows.
 
 Timings interleave the contenders (one repetition of each in turn); a ratio is the median over
 repetitions of the ratio of two times taken back to back, so a slow spell of a shared machine hits
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 import swapout
 from swapout import fused
-from swapout.evaluate import rows_per_call
+from swapout.evaluation.errors import rows_per_call
 
 
 def sync(device: torch.device) -> None:

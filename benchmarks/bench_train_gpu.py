@@ -11,7 +11,7 @@
    W x 2, and the 32-layer W x 4), batch 128, the same on-device input pipeline for both contenders:
    - eager: float32, no compilation, and the two reads from the device per step that the training
      loop used to make (the loss for the non-finite check, the correct count for the running error);
-   - fast: :class:`swapout.step.TrainStep` with bf16 autocast, channels-last and ``torch.compile``
+   - fast: :class:`swapout.training.step.TrainStep` with bf16 autocast, channels-last and ``torch.compile``
      (CUDA graphs on a GPU), no read from the device inside the step.
    Blocks of ``--steps`` steps of each run in turn, ``--reps`` times; a ratio is the median of the
    ratios of blocks timed back to back. It prints ms per step, images per second and the projected
@@ -38,8 +38,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import swapout
-from swapout.pipeline import TrainLoader
-from swapout.step import TrainStep, prepare_model
+from swapout.data.pipeline import TrainLoader
+from swapout.training.step import TrainStep, prepare_model
 
 NETWORKS = {  # name: (depth, width, method)
     "w1-swapout": (20, 1, "swapout"),

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import swapout
-from swapout.data import MEAN, STD, load_split
-from swapout.pipeline import TrainLoader, eval_batches
+from swapout.data.files import MEAN, STD, load_split
+from swapout.data.pipeline import TrainLoader, eval_batches
 
 if torch.version.cuda is None:
     # torchvision (which timm imports) from PyPI beside a CPU-only torch: its compiled operators need

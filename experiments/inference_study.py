@@ -28,11 +28,11 @@ from inference_study_parts import (adaptive_stage, readme_stage, recalibration_s
                                    uncertainty_stage)
 
 import swapout  # noqa: E402
-from swapout.config import TrainConfig  # noqa: E402
-from swapout.data import MEAN, STD, load_split  # noqa: E402
-from swapout.evaluate import has_random_masks, split_logits  # noqa: E402
-from swapout.experiment import build_model, eval_splits  # noqa: E402
-from swapout.rundir import RunDir  # noqa: E402
+from swapout.runs.config import TrainConfig  # noqa: E402
+from swapout.data.files import MEAN, STD, load_split  # noqa: E402
+from swapout.evaluation.errors import has_random_masks, split_logits  # noqa: E402
+from swapout.runs.experiment import build_model, eval_splits  # noqa: E402
+from swapout.runs.rundir import RunDir  # noqa: E402
 
 SHARED = {
     "shared-swapout": ("shared swapout", "the shared GPU-trained swapout model (Swapout v2 W x 1, Linear(1, 0.5), "

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swapout.adaptive import adaptive_from_passes, adaptive_predict
-from swapout.data import MEAN, STD
-from swapout.evaluate import split_logits
-from swapout.pipeline import eval_batches
-from swapout.plots import plot_reliability
-from swapout.recalibrate import recalibrate_bn
-from swapout.uncertainty import entropy, mutual_information
-from swapout.uncertainty_report import uncertainty_report
+from swapout.evaluation.adaptive import adaptive_from_passes, adaptive_predict
+from swapout.data.files import MEAN, STD
+from swapout.evaluation.errors import split_logits
+from swapout.data.pipeline import eval_batches
+from swapout.evaluation.plots import plot_reliability
+from swapout.evaluation.recalibrate import recalibrate_bn
+from swapout.evaluation.uncertainty import entropy, mutual_information
+from swapout.evaluation.uncertainty_report import uncertainty_report
 
 from inference_study_readme import readme_stage  # noqa: F401  (re-exported for the driver)
 

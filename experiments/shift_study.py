@@ -1,6 +1,6 @@
 """When the data shifts: the shared swapout and ResNet models on corrupted CIFAR-10 test images.
 
-Evaluates both shared state dicts with :func:`swapout.shift.evaluate_shift` on corrupted copies
+Evaluates both shared state dicts with :func:`swapout.evaluation.shift.evaluate_shift` on corrupted copies
 (generated in the manner of CIFAR-10-C) of the first ``--limit`` exact CIFAR-10 test images, every
 corruption at every severity, and writes to ``--out`` one JSON per model, a JSON of paired
 comparisons between the models, the figure and a README with the per-severity tables:
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 import swapout
-from swapout.corruptions import BENCHMARK, SEVERITIES
-from swapout.data import load_split
-from swapout.rundir import save_json
-from swapout.shift import bootstrap_means, plot_shift
+from swapout.data.corruptions import BENCHMARK, SEVERITIES
+from swapout.data.files import load_split
+from swapout.runs.rundir import save_json
+from swapout.evaluation.shift import bootstrap_means, plot_shift
 
 MODELS = {
     "swapout": ("swapout", "the shared swapout v2 20-layer W x 1, Linear(1, 0.5)",

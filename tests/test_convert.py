@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import swapout
-from swapout.data import MEAN, STD
+from swapout.data.files import MEAN, STD
 
 
 class Block(nn.Module):

@@ -5,9 +5,9 @@ import torch
 
 import swapout
 from swapout import methods
-from swapout.config import TrainConfig
-from swapout.data import DataError
-from swapout.train import train
+from swapout.runs.config import TrainConfig
+from swapout.data.files import DataError
+from swapout.training.train import train
 
 
 def test_skipforward_reading_on_x_is_equation_4_as_printed(record_masks):
@@ -64,7 +64,7 @@ def test_baseline_errors_name_the_argument_given(make):
 @pytest.fixture
 def parses(monkeypatch):
     """The schedules parsed from here on, in order; training stops for want of data once the model is built."""
-    import swapout.training_loop as training_loop
+    import swapout.training.loop as training_loop
 
     def no_data(*args, **kwargs):
         raise DataError("no data in this test")
@@ -86,7 +86,7 @@ def test_a_run_parses_each_schedule_once(tmp_path, parses):
 
 def test_the_command_line_parses_each_schedule_once(tmp_path, parses, capsys):
     # the command line checks the config before any work, and the model is built from the same parse
-    from swapout.cli import main
+    from swapout.cli.main import main
 
     code = main(["train", "--depth", "8", "--theta1", "linear(1,0.5)", "--theta2", "0.7", "--quiet",
                  "--out", str(tmp_path / "run")])

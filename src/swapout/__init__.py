@@ -4,21 +4,21 @@
 output F(X), or X + F(X). Dropout, stochastic depth and residual networks are special cases.
 """
 
-from .adaptive import adaptive_predict
 from .convert import convert, find_joins
-from .inference import pass_logits, predict, set_inference, stochastic_passes, using_inference
+from .data.shifted import shifted_images
+from .evaluation.adaptive import adaptive_predict
+from .evaluation.inference import pass_logits, predict, set_inference, stochastic_passes, using_inference
+from .evaluation.recalibrate import recalibrate_bn
+from .evaluation.shift import evaluate_shift, plot_shift
+from .evaluation.uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature,
+                                     mutual_information, ood_metrics)
+from .evaluation.uncertainty_report import uncertainty_report
 from .layers import (Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin,
                      SwapoutN)
 from .methods import METHODS, JoinSpec
 from .models import create_model, list_models, register_model
 from .ops import mask_shape, skipforward, swapout, swapout_sum
-from .recalibrate import recalibrate_bn
 from .schedules import Constant, Explicit, Linear, Schedule, parse_schedule
-from .shift import evaluate_shift, plot_shift
-from .shifted_data import shifted_images
-from .uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature, mutual_information,
-                          ood_metrics)
-from .uncertainty_report import uncertainty_report
 
 __version__ = "0.1.0"
 

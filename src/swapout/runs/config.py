@@ -1,0 +1,220 @@
+"""Training configuration: one dataclass, the paper's recipe as its defaults, presets as JSON files.
+
+A preset (``presets/<table>/<row>.json`` inside the package) names a row of the paper's Tables 1-5:
+its config fields plus the paper's reported errors under ``"paper"``. Any field can be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Dict, List, Optional
+
+from ..checks import GRANULARITIES, PRECISIONS, check_positive_int
+from ..data.files import DATASETS
+from ..layers import SKIPFORWARD_ON
+from ..methods import METHODS, JoinSpec
+from ..models import list_models
+from ..data.pipeline import CROPS
+
+__all__ = ["TrainConfig", "load_preset", "list_presets", "merge_preset", "learning_rate", "JOIN_FIELDS", "PAPER_EPOCHS",
+           "PAPER_MILESTONES"]
+
+PAPER_EPOCHS = 256
+PAPER_MILESTONES = (196, 224)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the paper's recipe (section 4)."""
+
+    preset: Optional[str] = None          # the preset this config started from, if any
+    dataset: str = "cifar10"              # cifar10 or cifar100
+    model: str = "resnet_v2_ours"         # a name from swapout.list_models()
+    depth: int = 20
+    width: int = 1                        # multiplier k of the widths (16, 32, 64)
+    method: str = "swapout"               # resnet, swapout, dropout, residual_dropout, stochastic_depth, skipforward
+    theta1: Optional[str] = None          # schedule in the paper's notation; None: the method's default
+    theta2: Optional[str] = None
+    granularity: Optional[str] = None     # mask granularity; None: the method's default
+    skipforward_on: str = "x"             # skipforward: Theta on X (equation 4 as printed) or on F(X) ("fx")
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: Optional[List[int]] = None  # epochs after which lr is divided by 10; None: 196, 224 scaled to epochs
+    crop: str = "batch"                   # one translation per mini-batch (paper) or per image
+    sync_bn: bool = False                 # data-parallel runs: BatchNorm statistics over the global batch (GPU)
+    val_split: int = 0                    # hold out the last N training images for validation
+    eval_samples: int = 30                # passes of stochastic inference at the end (0: deterministic only)
+    eval_limit: Optional[int] = None      # evaluate on at most this many images per split (None: all)
+    max_steps: Optional[int] = None       # stop after this many optimiser steps (a short run)
+    checkpoint_every: int = 0             # also checkpoint every N steps inside an epoch (0: at epoch ends)
+    seed: int = 0
+    device: str = "auto"                  # auto, cpu, cuda, cuda:1, ...
+    precision: str = "auto"               # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 on the CPU
+    compile: str = "auto"                 # torch.compile the step: true, false; auto: true on CUDA only
+    data_dir: Optional[str] = None
+
+    # fields that may differ when a run is resumed: where the data is, which device runs it, how fast,
+    # and where it stops
+    RESUMABLE_CHANGES = ("data_dir", "device", "precision", "compile", "max_steps")
+    # fields in which the runs of one pack (swapout.training.packing) may differ: everything a run has of its own
+    # (its seed, its method and keep probabilities); the rest (data, architecture, schedule) is shared
+    PACK_MAY_DIFFER = ("preset", "seed", "method", "theta1", "theta2", "granularity", "skipforward_on")
+    # allowed values of the fields that take a word, for checks and --help
+    CHOICES = {"dataset": DATASETS, "method": METHODS, "crop": CROPS, "granularity": GRANULARITIES,
+               "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS,
+               "compile": ("auto", "true", "false")}
+
+    def resolved_milestones(self) -> List[int]:
+        if self.milestones is not None:
+            return list(self.milestones)
+        return [round(m * self.epochs / PAPER_EPOCHS) for m in PAPER_MILESTONES]
+
+    def learning_rate(self, epoch: int) -> float:
+        """Learning rate during ``epoch`` (0-based): ``lr`` divided by 10 after each milestone epoch."""
+        return self.lr * 0.1 ** sum(epoch >= m for m in self.resolved_milestones())
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raises ValueError naming the field and what is allowed.
+
+        The method's thetas and granularity are checked by :meth:`join`, which parses the schedules;
+        the depth and an explicit schedule's length when the model is built.
+        """
+        for name, allowed in self.CHOICES.items():
+            value = getattr(self, name)
+            if not (value is None and name == "granularity") and value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}; available: {', '.join(list_models())}")
+        for name in ("epochs", "batch_size", "width", "depth"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("lr", "weight_decay", "momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("val_split", "eval_samples", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("eval_limit", "max_steps"):
+            if getattr(self, name) is not None:
+                check_positive_int(getattr(self, name), name)
+        if not isinstance(self.sync_bn, bool):
+            raise ValueError(f"sync_bn must be true or false, got {self.sync_bn!r}")
+        if self.val_split >= 50_000:
+            raise ValueError(f"val_split must leave training images: at most 49,999, got {self.val_split}")
+        if self.milestones is not None and (not isinstance(self.milestones, list) or any(
+                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones)
+                or self.milestones != sorted(set(self.milestones))):
+            raise ValueError(f"milestones must be increasing epochs >= 1 (e.g. 196,224), got {self.milestones!r}")
+        return self
+
+    @staticmethod
+    def check_pack(cfgs: List["TrainConfig"]) -> None:
+        """ValueError if the runs ``cfgs`` differ in a field that runs of one pack share."""
+        first = cfgs[0].to_dict()
+        differ = sorted({k for cfg in cfgs[1:] for k, v in cfg.to_dict().items()
+                         if v != first[k] and k not in TrainConfig.PACK_MAY_DIFFER})
+        if differ:
+            raise ValueError(f"its runs differ in {', '.join(differ)}; runs of one pack share everything but "
+                             f"{', '.join(TrainConfig.PACK_MAY_DIFFER)}")
+
+    def join(self) -> JoinSpec:
+        """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity.
+
+        The schedules are parsed and range-checked once: the JoinSpec is kept for as long as the join
+        fields stay as they were, so the command line's check and the model's construction share it.
+        """
+        key = tuple(getattr(self, k) for k in ("method", "theta1", "theta2", "granularity", "skipforward_on"))
+        cached = self.__dict__.get("_join")
+        if cached is None or cached[0] != key:
+            cached = (key, JoinSpec(*key))
+            self.__dict__["_join"] = cached  # not a field: to_dict, equality and copies ignore it
+        return cached[1]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def for_resume(cls, saved: Dict[str, Any], given: Dict[str, Any]) -> "TrainConfig":
+        """The config of a run being resumed: ``saved`` (its config.json) with the fields ``given`` again.
+
+        A given field must equal the saved one (the preset included), except the fields of
+        ``RESUMABLE_CHANGES``; ValueError lists every field that differs.
+        """
+        differ = {k: (saved.get(k), v) for k, v in given.items()
+                  if saved.get(k) != v and k not in cls.RESUMABLE_CHANGES}
+        if differ:
+            listed = ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in differ.items())
+            raise ValueError(f"the given config differs from the run's: {listed}; only "
+                             f"{', '.join(cls.RESUMABLE_CHANGES)} may change")
+        return cls.from_dict({**saved, **given})
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                             f"fields are: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+
+# The fields that say how a block joins X and F(X): they go together with the method.
+JOIN_FIELDS = ("method", "theta1", "theta2", "granularity", "skipforward_on")
+
+
+def merge_preset(preset: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any]:
+    """The config fields of ``preset`` with those ``given`` over them.
+
+    When ``given`` changes the method, the preset's join fields that the new method cannot take (its
+    thetas, granularity, skipforward_on) are dropped: they belonged to the preset's method, so
+    ``--preset short/quickstart --method resnet`` is a plain ResNet. Fields given explicitly stay, to be
+    checked like any other.
+    """
+    merged = {**preset, **given}
+    method, on = merged.get("method", "swapout"), merged.get("skipforward_on", "x")
+    if "method" not in given or given["method"] == preset.get("method", "swapout") or method not in METHODS:
+        return merged
+    takes = set(JoinSpec(method, skipforward_on=on if method == "skipforward" and on in SKIPFORWARD_ON else "x").uses())
+    if method != "resnet":
+        takes.add("granularity")
+    if method == "skipforward":
+        takes.add("skipforward_on")
+    return {k: v for k, v in merged.items() if k in given or k not in JOIN_FIELDS[1:] or k in takes}
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``cfg`` during ``epoch`` (0-based); see :meth:`TrainConfig.learning_rate`."""
+    return cfg.learning_rate(epoch)
+
+
+def _preset_root():
+    return resources.files("swapout.runs") / "presets"
+
+
+def list_presets() -> Dict[str, Dict[str, Any]]:
+    """Every preset: ``{name: {"config": {...}, "paper": {...}, "row": "..."}}``, sorted by name."""
+    out = {}
+    root = _preset_root()
+    for table in sorted(p for p in root.iterdir() if p.is_dir()):
+        for entry in sorted(p for p in table.iterdir() if p.name.endswith(".json")):
+            out[f"{table.name}/{entry.name[:-5]}"] = json.loads(entry.read_text())
+    return out
+
+
+def load_preset(name: str) -> Dict[str, Any]:
+    """The preset's config fields (with ``preset`` set to its name); ValueError for an unknown name."""
+    presets = list_presets()
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; run 'swapout presets' to list them "
+                         f"(for example {', '.join(list(presets)[:3])})")
+    return {**presets[name]["config"], "preset": name}

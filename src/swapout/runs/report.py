@@ -1,0 +1,140 @@
+"""``swapout report``: runs beside the paper's figures for the same preset, as a markdown table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .config import PAPER_EPOCHS, list_presets
+from ..progress import plural
+from .rundir import RunDir
+
+__all__ = ["report_table", "seed_table"]
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _paper_text(paper: dict) -> str:
+    return ", ".join(f"{k.replace('_error', '').replace('error', 'reported')} {v}" for k, v in paper.items()) or "-"
+
+
+def _run_name(run_dir) -> str:
+    """The run directory's name; a sweep's ``NAME/seed-S`` keeps its entry's name too."""
+    path = Path(run_dir)
+    return f"{path.parent.name}/{path.name}" if path.name.startswith("seed-") else path.name
+
+
+def presets_table() -> str:
+    """Every preset with its row of the paper and the paper's error, as a markdown table."""
+    rows = ["| preset | paper row | dataset | model | depth | width | method | paper error (%) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, p in list_presets().items():
+        c = p["config"]
+        rows.append(f"| {name} | {p['row']} | {c.get('dataset', 'cifar10')} | {c.get('model')} | {c.get('depth')} | "
+                    f"{c.get('width')} | {c.get('method')} | {_paper_text(p['paper'])} |")
+    return "\n".join(rows)
+
+
+def report_table(run_dirs: Sequence[str]) -> str:
+    """One row per evaluated split of each run: its errors, the paper's, and what differs from the paper."""
+    presets = list_presets()
+    rows = ["| run | preset | epochs | split | deterministic error (%) | stochastic error (%) | paper (%) | differs from the paper |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run_dir in run_dirs:
+        run = RunDir(run_dir)
+        cfg = run.read_config()
+        results = run.read_results()
+        if results is None:
+            raise ValueError(f"{run.path} has no results.json yet: the run is unfinished (resume it with "
+                             f"swapout train --resume {run.path})")
+        paper = presets.get(cfg.get("preset") or "", {}).get("paper", {})
+        paper_text = _paper_text(paper)
+        epochs = results.get("epochs_completed", cfg["epochs"])
+        splits = dict(results["splits"])
+        for extra in sorted(run.path.glob("eval-*.json")):
+            splits[f"{extra.stem[5:]} (swapout eval)"] = json.loads(extra.read_text())
+        for split, fig in splits.items():
+            marks = []
+            if epochs < PAPER_EPOCHS:
+                marks.append(f"{epochs:g} of {PAPER_EPOCHS} epochs")
+            if not split.startswith("test") or fig.get("note", "").split(" ")[0] != "10,000":
+                marks.append(fig.get("note", split))
+            sto = _fmt(fig.get("stochastic_error"))
+            if "samples" in fig:
+                sto += f" ({plural(fig['samples'], 'pass')})"
+            rows.append(f"| {_run_name(run_dir)} | {cfg.get('preset') or '-'} | {epochs:g} | {split} | "
+                        f"{_fmt(fig['deterministic_error'])} | {sto} | {paper_text} | {'; '.join(marks) or '-'} |")
+    return "\n".join(rows)
+
+
+# Fields that tell the seeds of one experiment apart, or where they ran: not part of what is compared.
+_SEED_FIELDS = ("seed", "device", "data_dir")
+
+
+def _spread(values: Sequence[float]) -> str:
+    import statistics
+
+    sd = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "-"
+    return f"{statistics.mean(values):.2f} ± {sd}"
+
+
+def seed_table(run_dirs: Sequence[str]) -> str:
+    """Runs that differ only in their seed, aggregated: one row per such group and evaluated split.
+
+    Each row gives the preset, the config fields that differ from it, the seeds, the deterministic and
+    stochastic errors (%) as mean ± sample standard deviation over the seeds ("-" with one seed), the
+    paper's figure for the preset and the mean minus that figure (test split only). Splits are those
+    evaluated by every run of the group; a stochastic error is shown only if every run has one. Two runs
+    of one group with the same seed are refused (ValueError).
+    """
+    import statistics
+
+    from .config import TrainConfig
+
+    presets, groups, dirs = list_presets(), {}, {}
+    for run_dir in run_dirs:
+        run = RunDir(run_dir)
+        cfg, results = run.read_config(), run.read_results()
+        if results is None:
+            raise ValueError(f"{run.path} has no results.json yet: the run is unfinished")
+        key = json.dumps({k: v for k, v in cfg.items() if k not in _SEED_FIELDS}, sort_keys=True)
+        twin = next((d for d, (c, _) in zip(dirs.get(key, []), groups.get(key, [])) if c["seed"] == cfg["seed"]), None)
+        if twin is not None:  # its spread would be a machine's, or a copy's, not the seeds'
+            raise ValueError(f"{twin} and {run_dir} are the same experiment with the same seed {cfg['seed']}: "
+                             f"--by-seed needs runs that differ in their seed; leave one out")
+        groups.setdefault(key, []).append((cfg, results))
+        dirs.setdefault(key, []).append(run_dir)
+    rows = ["| preset | differs from the preset | seeds | split | deterministic error (%) | stochastic error (%) "
+            "| paper (%) | mean - paper |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for members in groups.values():
+        cfg = members[0][0]
+        preset = presets.get(cfg.get("preset") or "")
+        base = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]} if preset else {}).to_dict()
+        changed = ", ".join(f"{k}={v}" for k, v in cfg.items()
+                            if k not in _SEED_FIELDS + ("preset",) and base.get(k) != v) or "-"
+        paper = preset["paper"] if preset else {}
+        paper_text = _paper_text(paper)
+        seeds = f"{len(members)} ({', '.join(str(c['seed']) for c, _ in members)})"
+        split_names = [s for s in members[0][1]["splits"] if all(s in r["splits"] for _, r in members)]
+        for split in split_names:
+            figs = [r["splits"][split] for _, r in members]
+            det = [f["deterministic_error"] for f in figs]
+            sto = [f["stochastic_error"] for f in figs] if all("stochastic_error" in f for f in figs) else None
+            sto_text = "-" if sto is None else _spread(sto)
+            passes = {f.get("samples") for f in figs}
+            if sto is not None and len(passes) == 1 and None not in passes:
+                sto_text += f" ({plural(passes.pop(), 'pass')})"
+            diffs = []
+            if split == "test":
+                ours = {"deterministic_error": ("det", det), "stochastic_error": ("stoch", sto),
+                        "error": ("stoch", sto) if sto else ("det", det)}
+                for k, v in paper.items():
+                    mode, values = ours.get(k, (None, None))
+                    if values:
+                        diffs.append(f"{mode} {statistics.mean(values) - v:+.2f}")
+            rows.append(f"| {cfg.get('preset') or '-'} | {changed} | {seeds} | {split} | {_spread(det)} | "
+                        f"{sto_text} | {paper_text} | {', '.join(diffs) or '-'} |")
+    return "\n".join(rows)

@@ -1,0 +1,194 @@
+"""``swapout sweep``: many training runs (presets x seeds), several at a time, resumable, within a time budget.
+
+    SWEEP_DIR/sweep.json              the definition: {"runs": [{"name", "preset", "seeds", "overrides"}]}
+    SWEEP_DIR/NAME/seed-S/            one run directory per entry and seed, written by ``swapout train``
+    SWEEP_DIR/NAME/seed-S/train.log   the run's output, appended to by every invocation
+
+Each run is a child process ``python -m swapout.cli train``. A run with results.json is done, one with a
+checkpoint is resumed, one with neither is started afresh, so the same command continues a sweep. Children
+are stopped the way ``swapout train`` expects: SIGTERM makes them checkpoint and exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+
+from ..progress import plural
+from .sweep_plan import Pack, Run, open_sweep, train_args, units
+
+__all__ = ["slots", "run_sweep", "continue_command"]
+
+DEVICES = ("auto", "cpu", "cuda")
+# SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
+# child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
+# restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
+_CHILD = "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); from swapout.cli import main; " \
+         "sys.exit(main())"
+
+
+def _gpu_count() -> int:
+    return torch.cuda.device_count()
+
+
+def slots(per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto") -> List[Optional[str]]:
+    """One entry per child that may run at once: the GPU it sees (a CUDA_VISIBLE_DEVICES value), or None
+    for the CPU. ``per_gpu`` children on each GPU of ``gpus`` (indices among the visible GPUs; default
+    all), or ``per_gpu`` on the CPU when ``device`` is "cpu" or no GPU is visible."""
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)} for a sweep (choose GPUs with --gpus), "
+                         f"got {device!r}")
+    if per_gpu < 1:
+        raise ValueError(f"--per-gpu must be at least 1, got {per_gpu}")
+    count = 0 if device == "cpu" else _gpu_count()
+    if not count and (device == "cuda" or gpus):
+        raise ValueError(f"{'--gpus' if gpus else '--device cuda'}: no GPU is visible here")
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    ids = visible[:count] if len(visible) >= count else [str(i) for i in range(count)]
+    chosen = gpus or list(range(count))
+    if any(not 0 <= g < count for g in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"--gpus must list distinct GPUs among the {count} visible (0 to {count - 1}), got {gpus}")
+    return [ids[g] for g in chosen for _ in range(per_gpu)] or [None] * per_gpu
+
+
+def continue_command(sweep_dir: os.PathLike, per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto",
+                     data_dir: Optional[str] = None) -> str:
+    """The command that continues a sweep (its definition is in sweep.json). No budget: add one if needed."""
+    parts = ["swapout", "sweep", "--out", str(sweep_dir), "--per-gpu", str(per_gpu)]
+    parts += (["--gpus", ",".join(map(str, gpus))] if gpus else []) + (["--device", device] if device != "auto" else [])
+    return shlex.join(parts + (["--data-dir", str(data_dir)] if data_dir else []))
+
+
+def _members(unit: Union[Run, Pack]) -> List[Run]:
+    return unit.runs if isinstance(unit, Pack) else [unit]
+
+
+def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: Optional[str]) -> subprocess.Popen:
+    """Start ``run`` (or a pack) as a child writing to its train.log, on GPU ``slot`` (None: the CPU) with
+    ``threads``."""
+    if run.state == "restart":  # no checkpoint to lose; train refuses a directory that holds a config
+        for member in _members(run):
+            for name in ("config.json", "metrics.jsonl"):
+                (member.path / name).unlink(missing_ok=True)
+    args = train_args(run, "cpu" if slot is None else "cuda", data_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.update({} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
+    with open(run.path / "train.log", "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} swapout {shlex.join(args)}\n")
+        log.flush()
+        # its own session: Ctrl-C in a terminal reaches the sweep alone, which stops its children in order
+        return subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
+              gpus: Optional[List[int]] = None, device: str = "auto", data_dir: Optional[str] = None,
+              budget_minutes: Optional[float] = None, stop_grace_s: float = 300.0,
+              out: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
+    """Run (or continue) the sweep in ``sweep_dir``; returns the exit status: 0, or 1 if a run failed.
+
+    Args:
+        definition: from :func:`make_definition`; None continues the one recorded in the directory.
+        per_gpu: children at once on each GPU (on the CPU, in all, each with cores // per_gpu threads).
+        gpus, device: where the children run (see :func:`slots`); data_dir: passed to every child.
+        budget_minutes: wall-clock minutes after which every child is stopped (it checkpoints) and no
+            new one starts; SIGINT and SIGTERM to the sweep do the same, a second SIGINT kills them.
+        stop_grace_s: seconds a stopped child may take (a step, a checkpoint, an evaluation under way)
+            before it is killed; it then resumes from its last checkpoint next time.
+        out: receives every line the sweep reports.
+    """
+    free = slots(per_gpu, gpus, device)
+    work = units(open_sweep(sweep_dir, definition), sweep_dir)
+    runs = [r for unit in work for r in _members(unit)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // len(free))
+    pending = [u for u in work if u.state != "done"]
+    out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes))
+    deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
+    running: Dict[int, tuple] = {}  # pid -> (run, process, slot, start time)
+    failed, stopped, signals, stop_at = [], [], [], None
+    previous = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while running or (pending and stop_at is None and not signals):
+            now = time.time()
+            if stop_at is None and (signals or now >= deadline):
+                stop_at = now
+                out((f"{signal.Signals(signals[0]).name} received" if signals else f"budget of {budget_minutes:g} "
+                     f"min used") + f": stopping {len(running)} running run(s), each writes a checkpoint; "
+                    "starting no more")
+            while stop_at is None and pending and free:
+                run, slot = pending.pop(0), free.pop(0)
+                resumed = " (resumed)" if run.state == "resume" else ""
+                proc = _launch(run, slot, threads, data_dir)
+                running[proc.pid] = (run, proc, slot, now)
+                out(f"[start] {run.label}{resumed} on {'the CPU' if slot is None else 'GPU ' + slot}")
+            if stop_at is not None:  # again at every turn: a child ignores SIGTERM until its handler is in place
+                kill = signals.count(signal.SIGINT) > 1 or now - stop_at > stop_grace_s
+                for _, proc, _, _ in running.values():
+                    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            _reap(running, free, stop_at is not None, stopped, failed, out)
+            time.sleep(0.2 if running else 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for _, proc, _, _ in running.values():  # only after an unexpected error: leave no orphans
+            proc.kill()
+    done = sum(r.state == "done" for r in runs)
+    out(f"sweep {sweep_dir}: {done} of {plural(len(runs), 'run')} done, {len(stopped)} stopped, {len(failed)} failed, "
+        f"{len(runs) - done - len(stopped) - len(failed)} not started")
+    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir)}" if done < len(runs)
+        else _final_report([str(r.path) for r in runs]))
+    return 1 if failed else 0
+
+
+def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[Optional[str]], threads: int,
+             budget_minutes: Optional[float]) -> str:
+    """The sweep's first line: its runs, what is done or to resume, where and how many at a time."""
+    runs, packs = [r for unit in work for r in _members(unit)], sum(isinstance(u, Pack) for u in work)
+    return (f"sweep {sweep_dir}: {plural(len(runs), 'run')}" + (f" ({plural(packs, 'pack')})" if packs else "")
+            + f", {sum(r.state == 'done' for r in runs)} done, "
+            f"{sum(u.state == 'resume' for u in work if u.state != 'done')} to resume; {per_gpu} at a time on "
+            + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
+            + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
+
+
+def _reap(running: Dict[int, tuple], free: List[Optional[str]], stopping: bool, stopped: List[Run],
+          failed: List[Run], out: Callable[[str], None]) -> None:
+    """Take the children that have exited off ``running``, free their slots and report each of their runs."""
+    for pid, (run, proc, slot, started) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        del running[pid]
+        free.append(slot)
+        took, code = f"{time.time() - started:.0f}s", proc.returncode
+        for member in _members(run):
+            if member.state == "done":
+                out(f"[done] {member.label} ({took})")
+            elif code == 0 or (code < 0 and stopping):  # stopped, or killed after the grace
+                stopped.append(member)
+                out(f"[stopped] {member.label} ({took}; "
+                    + ("checkpoint written)" if code == 0 else "killed: it resumes from its last checkpoint)"))
+            else:
+                failed.append(member)
+                out(f"[failed] {member.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
+                    + "\n".join("    " + line for line in
+                                (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
+
+
+def _final_report(paths: List[str]) -> str:
+    from ..runs.report import report_table, seed_table
+
+    try:
+        seeds = seed_table(paths)
+    except ValueError as err:  # entries of the sweep that are the same experiment under two names
+        seeds = f"none: {err}"
+    return f"\n{report_table(paths)}\n\nMean ± standard deviation over seeds:\n\n{seeds}"

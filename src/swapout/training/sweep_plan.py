@@ -1,0 +1,218 @@
+"""What a sweep is: its runs (presets x seeds x config overrides), their directories and their states.
+
+The definition is recorded in ``SWEEP_DIR/sweep.json`` as ``{"runs": [{"name", "preset", "seeds",
+"overrides"}]}``; ``SWEEP_DIR/NAME/seed-S/`` is one run directory per entry and seed. Running a sweep
+is :mod:`swapout.training.sweep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from ..runs.config import TrainConfig, load_preset, merge_preset
+from ..runs.experiment import build_model
+from ..runs.rundir import save_json
+from .sweep_packs import Pack, form_packs, run_config
+from .train import write_pack
+
+__all__ = ["Run", "Pack", "make_definition", "read_sweep_file", "definition_from", "open_sweep", "plan", "units",
+           "train_args"]
+
+# Chosen per run (seed) or per machine (device, data folder), so not part of a sweep's definition.
+NOT_OVERRIDES = ("preset", "seed", "device", "data_dir")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAY_BE_NONE = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                     if str(f.type).startswith("Optional[") and f.name not in NOT_OVERRIDES)
+
+
+@dataclass
+class Run:
+    """One run of a sweep: ``preset`` with config ``overrides`` and ``seed``, in the run directory ``path``."""
+
+    name: str
+    preset: str
+    seed: int
+    overrides: Dict[str, Any]
+    path: Path
+
+    label = property(lambda self: f"{self.name}/seed-{self.seed}")
+
+    @property
+    def state(self) -> str:
+        """``done`` (results.json), ``resume`` (a checkpoint), ``restart`` (a config but no checkpoint: the
+        child died before its first one, so nothing is lost by starting again) or ``new``."""
+        if (self.path / "results.json").exists():
+            return "done"
+        if not (self.path / "config.json").exists():
+            return "new"
+        return "resume" if any((self.path / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")) else "restart"
+
+
+def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] = None,
+                    pack: Optional[int] = None) -> Dict[str, Any]:
+    """Check and normalise a sweep's runs; ValueError names the first problem.
+
+    Args:
+        entries: ``{"preset": P, "seeds": [0, 1], "overrides": {field: value}, "name": DIR}`` each; only
+            ``preset`` is required (seeds default to [0], the name to the preset with "/" as "-"). An
+            entry may also name a pack, ``"pack": "NAME"``, to train its runs as one
+            (:mod:`swapout.training.sweep_packs`).
+        overrides: config fields applied to every entry, over the entry's own.
+        pack: G >= 1, the most runs per automatic pack (``--pack``); None or 1: none.
+    Returns ``{"runs": [...]}`` (and ``"pack": G`` if given) with every key filled in: the form recorded in
+    ``SWEEP_DIR/sweep.json``.
+    """
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError("a sweep needs at least one run: give --presets, or a --file with a non-empty \"runs\" list")
+    if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise ValueError(f"--pack must be an integer >= 1 (the most runs per pack), got {pack!r}")
+    runs, allowed = [], [f for f in TrainConfig.field_names() if f not in NOT_OVERRIDES]
+    for i, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("preset"), str) or \
+                set(entry) - {"preset", "seeds", "overrides", "name", "pack"}:
+            raise ValueError(f"run {i}: expected {{\"preset\": P, \"seeds\": [...], \"overrides\": {{...}}, \"name\": "
+                             f"N, \"pack\": NAME}} (only the preset required), got {entry!r}")
+        preset, seeds, where = entry["preset"], entry.get("seeds", [0]), f"run {i} ({entry['preset']})"
+        if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds) or \
+                any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ValueError(f"{where}: seeds must be distinct integers >= 0, got {seeds!r}")
+        if not isinstance(entry.get("overrides") or {}, dict):
+            raise ValueError(f"{where}: overrides must be a mapping {{\"field\": value}}, e.g. {{\"epochs\": 30}}, "
+                             f"got {entry['overrides']!r}")
+        fields = {**(entry.get("overrides") or {}), **(overrides or {})}
+        for key, value in fields.items():
+            if key not in allowed:
+                raise ValueError(f"{where}: {key!r} cannot be overridden in a sweep; fields are {', '.join(allowed)} "
+                                 f"(seeds, --device and --data-dir are options of the sweep)")
+            if value is None and key not in _MAY_BE_NONE:  # a child's command line says "None" for these only
+                raise ValueError(f"{where}: {key} cannot be overridden with null (only {', '.join(_MAY_BE_NONE)} can)")
+        try:
+            with torch.device("meta"):  # the model's own checks (depth, schedules) without allocating it
+                build_model(TrainConfig.from_dict(merge_preset(load_preset(preset), fields)))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        name = entry.get("name", preset.replace("/", "-"))
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"run {i}: name must be letters, digits, '.', '_' or '-', got {name!r}")
+        if name in (r["name"] for r in runs):
+            raise ValueError(f"run {i}: another run already uses the directory {name!r}; give one a \"name\"")
+        runs.append({"name": name, "preset": preset, "seeds": list(seeds), "overrides": fields})
+        if "pack" in entry:
+            if not isinstance(entry["pack"], str) or not _NAME.match(entry["pack"]):
+                raise ValueError(f"run {i}: pack must be letters, digits, '.', '_' or '-', got {entry['pack']!r}")
+            runs[-1]["pack"] = entry["pack"]
+    definition = {"runs": runs, **({"pack": pack} if pack is not None else {})}
+    units(definition, Path("."))  # every pack can be formed: ValueError names the one that cannot
+    return definition
+
+
+def read_sweep_file(path: os.PathLike, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The definition in a sweep file ``{"runs": [...]}`` (see :func:`make_definition`)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError('a sweep file holds {"runs": [...]} (and optionally "pack": G)')
+        return make_definition(data.get("runs"), overrides, data.get("pack"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def definition_from(presets: Optional[List[str]], seeds: Optional[List[int]], file: Optional[str],
+                    overrides: Dict[str, Any], pack: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The definition that ``swapout sweep``'s options give: presets x seeds, or a sweep file, with config
+    ``overrides`` for every run and ``pack`` (``--pack G``); None (continue the recorded sweep) when
+    neither presets nor a file is given."""
+    if "seed" in overrides:
+        raise ValueError("--seed: a sweep takes --seeds, e.g. --seeds 0,1,2")
+    if file and (presets or seeds):
+        raise ValueError("give --presets (and --seeds) or --file, not both")
+    if file:
+        definition = read_sweep_file(file, overrides)
+        if pack is not None:
+            definition = make_definition(definition["runs"], None, pack)
+        return definition
+    if presets:
+        return make_definition([{"preset": p, "seeds": seeds or [0]} for p in presets], overrides, pack)
+    if overrides or seeds or pack is not None:
+        raise ValueError("config options, --seeds and --pack need --presets or --file (the packs of a sweep are "
+                         "recorded in its sweep.json: give --out alone to continue it)")
+    return None
+
+
+def _summary(definition: Dict[str, Any]) -> str:
+    return "; ".join(f"{r['name']} seeds {','.join(map(str, r['seeds']))}"
+                     + "".join(f" {k}={v}" for k, v in r["overrides"].items()) for r in definition["runs"]) + \
+        (f"; packs of {definition['pack']}" if "pack" in definition else "")
+
+
+def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The sweep in ``sweep_dir``: its recorded definition, or ``definition``, recorded there if it is new.
+
+    A ``definition`` that differs from the recorded one is refused (ValueError): one directory, one sweep.
+    """
+    path = Path(sweep_dir) / "sweep.json"
+    if Path(sweep_dir).exists() and not Path(sweep_dir).is_dir():
+        raise ValueError(f"--out {sweep_dir} is a file: it must name a sweep's directory, new or existing")
+    if path.exists():
+        saved = read_sweep_file(path)
+        if definition is not None and definition != saved:
+            raise ValueError(f"{sweep_dir} holds a different sweep (recorded: {_summary(saved)}; given: "
+                             f"{_summary(definition)}); continue it with 'swapout sweep --out {sweep_dir}', "
+                             f"or choose another --out")
+        return saved
+    if definition is None:
+        raise ValueError(f"{sweep_dir} holds no sweep.json: give --presets (and --seeds) or --file to start one")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_json(definition, path)
+    except OSError as err:
+        raise ValueError(f"cannot write the sweep directory {sweep_dir}: {err.strerror}; --out must name a "
+                         f"directory that can be created and written") from None
+    return definition
+
+
+def plan(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Run]:
+    """Every run of the sweep, in order (entries, then seeds); each knows its :attr:`Run.state`."""
+    return [Run(r["name"], r["preset"], seed, r["overrides"], Path(sweep_dir) / r["name"] / f"seed-{seed}")
+            for r in definition["runs"] for seed in r["seeds"]]
+
+
+def units(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Union[Run, Pack]]:
+    """The sweep's units of work, in order: runs alone, and packs of runs (see :mod:`swapout.training.sweep_packs`)."""
+    runs = plan(definition, sweep_dir)
+    named = {f"{r['name']}/seed-{seed}": r["pack"] for r in definition["runs"] if "pack" in r for seed in r["seeds"]}
+    return form_packs(runs, definition.get("pack") or 1, named, Path(sweep_dir))
+
+
+def _command_line(overrides: Dict[str, Any]) -> List[str]:
+    args = []
+    for key, value in overrides.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else \
+            ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        args += [f"--{key.replace('_', '-')}", text]
+    return args
+
+
+def train_args(unit: Union[Run, Pack], device: str, data_dir: Optional[str] = None) -> List[str]:
+    """The ``swapout train`` arguments that start ``unit`` (state new) or continue it (state resume).
+
+    A pack's runs get their configs through ``pack.json``, written here when the pack starts.
+    """
+    args = ["train", "--quiet", "--device", device] + (["--data-dir", str(data_dir)] if data_dir else [])
+    if isinstance(unit, Pack):
+        if unit.state != "resume":
+            write_pack(unit.path, [run_config(r.preset, r.overrides, r.seed) for r in unit.runs],
+                       [r.path for r in unit.runs])
+        return args + ["--pack-dir", str(unit.path)]
+    if unit.state == "resume":
+        return args + ["--resume", str(unit.path)]
+    return args + ["--preset", unit.preset, "--seed", str(unit.seed), "--out", str(unit.path)] + \
+        _command_line(unit.overrides)

@@ -1,0 +1,229 @@
+"""What the command line refuses, warns about or says before any work: one line on standard error and exit
+status 2 for a wrong request, never a traceback; help texts that agree with what the commands accept."""
+
+import argparse
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import swapout.runs.report
+import swapout.training.train
+from swapout.training import sweep as sweep
+from swapout.cli.main import build_parser, main
+from swapout.cli.checks import eval_options, sweep_setup, train_config
+from swapout.runs.config import TrainConfig
+from swapout.runs.distributed import Process
+from swapout.runs.evaluate import check_options
+from swapout.runs.report import report_table, seed_table
+
+SWAPOUT = "short/cpu-20-w1-swapout"
+
+
+def _refused(args, capsys, message):
+    """``swapout ARGS`` exits 2 with one line on standard error that matches ``message``."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    return err
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Stands in for training: records the config and where it would train, and trains nothing."""
+    calls = []
+
+    def record(cfg, out, resume=False, progress=True):
+        calls.append((cfg, out, resume))
+        return {"stopped": "SIGTERM"}
+
+    monkeypatch.setattr(swapout.training.train, "train", record)
+    return calls
+
+
+@pytest.mark.parametrize("overrides", [[1, 2], "epochs=1"])
+def test_sweep_file_with_overrides_that_are_not_a_mapping(tmp_path, capsys, overrides):
+    (tmp_path / "s.json").write_text(json.dumps({"runs": [{"preset": SWAPOUT, "overrides": overrides}]}))
+    _refused(["sweep", "--file", str(tmp_path / "s.json"), "--out", str(tmp_path / "out")], capsys,
+             r"run 1 \(short/cpu-20-w1-swapout\): overrides must be a mapping \{\"field\": value\}")
+
+
+@pytest.mark.parametrize("where,message", [("file", "is a file: it must name a sweep's directory"),
+                                           ("file/sweep", "cannot write the sweep directory .*: Not a directory"),
+                                           ("/proc/sweep", "cannot write the sweep directory /proc/sweep")])
+def test_sweep_out_that_cannot_be_a_directory(tmp_path, capsys, where, message):
+    if where.startswith("/proc") and not Path("/proc/self").exists():
+        pytest.skip("no /proc file system here")
+    (tmp_path / "file").write_text("")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    _refused(["sweep", "--presets", SWAPOUT, "--device", "cpu", "--out", out], capsys, message)
+
+
+def test_train_data_dir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    _refused(["train", "--data-dir", str(tmp_path / "file"), "--depth", "8", "--device", "cpu", "--out",
+              str(tmp_path / "run")], capsys, "cannot be made a data folder .*point --data-dir")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_method_given_drops_the_thetas_of_the_preset_and_none_clears_one(capsys, trained):
+    for args in (["--preset", "short/quickstart", "--method", "resnet"], ["--preset", SWAPOUT, "--method", "resnet"],
+                 ["--preset", "short/quickstart", "--method", "resnet", "--theta1", "None", "--theta2", "none"]):
+        assert main(["train", *args, "--quiet"]) == 0, capsys.readouterr().err
+        cfg = trained[-1][0]
+        assert (cfg.method, cfg.theta1, cfg.theta2, cfg.preset) == ("resnet", None, None, args[1])
+    assert main(["train", "--preset", SWAPOUT, "--method", "dropout", "--quiet"]) == 0  # dropout reads theta2 only
+    assert (trained[-1][0].theta1, trained[-1][0].theta2) == (None, "linear(1,0.5)")
+    assert main(["train", "--preset", "short/quickstart", "--theta1", "None", "--quiet"]) == 0
+    assert trained[-1][0].theta1 is None and trained[-1][0].join().theta1.values(3) == [1.0, 0.75, 0.5]
+    # a theta the method cannot take: the message says where each of them came from
+    _refused(["train", "--preset", "short/cpu-20-w1-resnet", "--theta1", "0.5"], capsys,
+             "method 'resnet' takes no theta; .* \\(theta1 from the command line; method from preset "
+             "short/cpu-20-w1-resnet\\)")
+    # and a sweep's runs are planned the same way
+    args = build_parser().parse_args(["sweep", "--out", "s", "--presets", "short/quickstart", "--method", "resnet"])
+    assert sweep_setup(args)[0]["runs"][0]["overrides"] == {"method": "resnet"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--milestones", "5,1"], r"milestones must be increasing epochs >= 1 \(e.g. 196,224\), got \[5, 1\]"),
+    (["--milestones", "3,3"], "milestones must be increasing"),
+    (["--sync-bn", "true", "--device", "cpu"], "--sync-bn true: BatchNorm statistics are synchronised between "
+                                               "GPUs only, and this run is on the CPU")])
+def test_settings_that_would_be_ignored_or_misread_are_refused_before_training(capsys, trained, args, message):
+    _refused(["train", *args], capsys, message)
+    assert not trained
+
+
+def test_a_sweep_on_the_cpu_refuses_sync_bn(tmp_path, capsys):
+    _refused(["sweep", "--presets", SWAPOUT, "--sync-bn", "true", "--device", "cpu", "--out", str(tmp_path / "s")],
+             capsys, "sync_bn true: BatchNorm statistics are synchronised between GPUs only, and this sweep's runs")
+    assert not (tmp_path / "s").exists()
+
+
+def _finished_run(path, **results):
+    cfg = TrainConfig(depth=8, epochs=4, max_steps=results.pop("max_steps", None))
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    (path / "results.json").write_text(json.dumps({"epochs": 4, "splits": {}, **results}))
+    return str(path)
+
+
+def test_resuming_a_finished_run_says_it_only_evaluates_again(tmp_path, capsys, trained):
+    run = _finished_run(tmp_path / "done", epochs_completed=4.0, steps=124)
+    assert main(["train", "--resume", run]) == 0
+    assert capsys.readouterr().err == f"swapout train: {run} is finished (all 4 epochs are done): nothing is left " \
+                                      f"to train, so it is only evaluated again, as 'swapout eval {run}' would\n"
+    assert trained[-1][2] is True  # it still does what it did: evaluates
+    short = _finished_run(tmp_path / "short", epochs_completed=0.1, steps=3, max_steps=3)
+    assert main(["train", "--resume", short]) == 0
+    assert "it stopped at --max-steps 3 (give a larger --max-steps to train further)" in capsys.readouterr().err
+    assert main(["train", "--resume", short, "--max-steps", "9"]) == 0  # it goes on: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def _fake_run(path, seed, det, samples=1):
+    cfg = TrainConfig(depth=8, seed=seed).to_dict()
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"config": cfg}))
+    test = {"note": "10,000 test images", "images": 100, "deterministic_error": det, "stochastic_error": det - 1,
+            "samples": samples}
+    (path / "results.json").write_text(json.dumps({"epochs_completed": 1, "splits": {"test": test}}))
+    return str(path)
+
+
+def test_report_by_seed_refuses_two_runs_with_the_same_seed_and_counts_in_words(tmp_path, capsys):
+    a, b, c = (_fake_run(tmp_path / name, seed, det) for name, seed, det in (("a", 0, 10.0), ("b", 0, 10.0),
+                                                                             ("c", 1, 12.0)))
+    _refused(["report", "--by-seed", a, c, b], capsys,
+             re.escape(f"{a} and {b} are the same experiment with the same seed 0: --by-seed needs runs that differ "
+                       f"in their seed"))
+    assert "(1 pass)" in seed_table([a, c]) and "(1 pass)" in report_table([a])
+    assert "passes" not in seed_table([a, c]) + report_table([a])
+
+
+def test_counts_of_one_are_singular(tmp_path, monkeypatch):
+    # a child that finishes at once, and no report of what it did not train
+    monkeypatch.setattr(sweep, "_CHILD", "import pathlib, sys; a = sys.argv[1:]; "
+                                         "pathlib.Path(a[a.index('--out') + 1], 'results.json').write_text('{}')")
+    monkeypatch.setattr(swapout.runs.report, "report_table", lambda paths: "")
+    monkeypatch.setattr(swapout.runs.report, "seed_table", lambda paths: "")
+    lines = []
+    definition = {"runs": [{"name": "one", "preset": SWAPOUT, "seeds": [0], "overrides": {}}]}
+    assert sweep.run_sweep(tmp_path / "s", definition, device="cpu", out=lines.append) == 0
+    assert lines[0].startswith(f"sweep {tmp_path / 's'}: 1 run, 0 done") and "1 runs" not in "\n".join(lines)
+    assert f"sweep {tmp_path / 's'}: 1 of 1 run done" in "\n".join(lines)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert Process(0, 1, torch.device("cpu")).describe().endswith(", 1 thread)")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _help(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command] if command else parser
+
+
+def test_help_offers_only_what_the_commands_accept():
+    sweep_help = _help("sweep").format_help()
+    assert "--seed SEED" not in sweep_help and "--seeds SEEDS" in sweep_help
+    assert "auto, cpu or cuda (choose GPUs with --gpus)" in " ".join(sweep_help.split())
+    assert "cuda:N" not in sweep_help
+    train_help = " ".join(_help("train").format_help().split())
+    assert "None: unit, or batch for stochastic_depth; default: None" in train_help
+    assert "default: 10" in " ".join(_help("eval").format_help().split())
+    assert "markdown table" in _help("presets").format_help()
+
+
+def _walk():
+    """(command, option, documented default) for every option whose help says ``default: X``."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in sub.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+                continue
+            # one form only, so that no documented default escapes the walk
+            assert not re.search(r"\bdefault\b(?!: )", action.help), (command, action.help)
+            for value in re.findall(r"default: ([^;)]+?)(?= \(|;|\)|$)", action.help):
+                yield command, action.option_strings[0], value.strip("'")
+
+
+def _check(command, argv, tmp_path):
+    """Parse ``argv`` and run the checks the command runs before any work (nothing is trained or loaded)."""
+    args = build_parser().parse_args(argv)
+    if command == "train":
+        train_config(args)
+    elif command == "eval":
+        given = eval_options(args)
+        check_options(**{k: given[k] for k in inspect.signature(check_options).parameters})
+    elif command == "sweep":
+        sweep_setup(args)
+
+
+def test_every_documented_default_is_accepted_as_it_stands(tmp_path):
+    """``--theta1 None`` was refused although its help said "default: None": the walk tries every such
+    value on the command line and through the checks that run before any work."""
+    base = {"eval": ["eval", str(tmp_path)], "sweep": ["sweep", "--out", str(tmp_path), "--presets", SWAPOUT]}
+    walked = []
+    for command, option, value in _walk():
+        argv = base.get(command, [command]) + [option, value]
+        try:
+            _check(command, argv, tmp_path)
+        except (SystemExit, ValueError) as err:
+            pytest.fail(f"swapout {' '.join(argv)} (its documented default) is refused: {err}")
+        walked.append((command, option))
+    assert ("train", "--theta1") in walked and ("sweep", "--theta2") in walked and ("eval", "--repeats") in walked
+    assert len(walked) > 60
+
+
+def test_eval_options_are_checked_before_anything_is_loaded(tmp_path, capsys):
+    for args, message in ((["--seed", "-1"], "--seed must be >= 0"), (["--limit", "0"], "--limit must be >= 1"),
+                          (["--severities", "1"], "go with --shift")):
+        _refused(["eval", str(tmp_path / "none"), *args], capsys, message)
+

@@ -1,0 +1,255 @@
+"""``swapout sweep``: planning, the recorded definition, where children run, the seed table, and a whole
+sweep on the CPU that a budget interrupts and a second invocation finishes."""
+
+import json
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from swapout.data import files as data
+from swapout.training import sweep as sweep
+from swapout.training import sweep_plan as sweep_plan
+from swapout.cli.main import _overrides, build_parser, main
+from swapout.runs.config import TrainConfig, load_preset
+from swapout.runs.report import seed_table
+from swapout.runs.rundir import read_checkpoint
+
+needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
+                                reason="CIFAR-10 (../shared/data) is not available here")
+
+RESNET, SWAPOUT = "short/cpu-20-w1-resnet", "short/cpu-20-w1-swapout"
+# 1,000 training images, batch 32, at most 12 steps, 100 images evaluated: a run takes seconds.
+TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "2", "--max-steps", "12",
+        "--eval-samples", "2", "--eval-limit", "100", "--checkpoint-every", "4"]
+
+
+def _run_main(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([{"preset": "table9/none"}], "unknown preset"),
+    ([{"preset": RESNET, "seeds": [0, 0]}], "seeds must be distinct"),
+    ([{"preset": RESNET, "seeds": [-1]}], "seeds must be distinct integers >= 0"),
+    ([{"preset": RESNET, "overrides": {"seed": 3}}], "'seed' cannot be overridden"),
+    ([{"preset": RESNET, "overrides": {"device": "cuda"}}], "'device' cannot be overridden"),
+    ([{"preset": RESNET, "overrides": {"colour": "red"}}], "'colour' cannot be overridden"),
+    ([{"preset": RESNET, "overrides": {"epochs": None}}], r"epochs cannot be overridden with null \(only theta1, "),
+    ([{"preset": RESNET, "overrides": {"depth": 21}}], r"run 1 \(short/cpu-20-w1-resnet\): .*6n\+2"),
+    ([{"preset": RESNET}, {"preset": RESNET, "overrides": {"epochs": 3}}], "run 2: another run already uses"),
+    ([{"preset": RESNET, "name": "../up"}], "name must be"),
+    ([], "at least one run"),
+])
+def test_bad_definitions_are_refused(entries, message):
+    with pytest.raises(ValueError, match=message):
+        sweep_plan.make_definition(entries)
+
+
+def test_plan_knows_done_resumable_and_new_runs_and_their_commands(tmp_path):
+    definition = sweep_plan.make_definition(
+        [{"preset": RESNET, "seeds": [0, 1, 2, 3], "overrides": {"epochs": 3, "sync_bn": True}},
+         {"preset": SWAPOUT, "name": "swap-long", "seeds": [5], "overrides": {"milestones": [2, 4]}}],
+        overrides={"epochs": 6})
+    runs = sweep_plan.plan(definition, tmp_path)
+    assert [r.label for r in runs] == [f"short-cpu-20-w1-resnet/seed-{s}" for s in range(4)] + ["swap-long/seed-5"]
+    assert runs[0].overrides == {"epochs": 6, "sync_bn": True}  # the command line's value wins
+    for run, files in zip(runs, [["config.json", "results.json"], ["config.json", "checkpoint.prev.pt"],
+                                 ["config.json", "metrics.jsonl"], []]):
+        run.path.mkdir(parents=True)
+        for name in files:
+            (run.path / name).write_text("{}")
+    assert [r.state for r in runs] == ["done", "resume", "restart", "new", "new"]
+
+    assert sweep_plan.train_args(runs[1], "cpu") == ["train", "--quiet", "--device", "cpu", "--resume", str(runs[1].path)]
+    for run, seed in ((runs[3], 3), (runs[4], 5)):  # a new run's arguments give back its preset, seed and overrides
+        args = build_parser().parse_args(sweep_plan.train_args(run, "cuda", data_dir="/d"))
+        assert (args.preset, args.seed, args.out, args.device, args.data_dir) == (run.preset, seed, str(run.path),
+                                                                                   "cuda", "/d")
+        assert {k: v for k, v in _overrides(args).items() if k not in ("seed", "device", "data_dir")} == run.overrides
+
+
+def test_definition_is_recorded_and_a_different_one_refused(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    first = sweep_plan.make_definition([{"preset": RESNET, "seeds": [0, 1], "overrides": {"epochs": 2}}])
+    assert sweep_plan.open_sweep(out, first) == first
+    assert json.loads((out / "sweep.json").read_text()) == first
+    assert sweep_plan.open_sweep(out) == first and sweep_plan.open_sweep(out, first) == first
+    assert sweep_plan.read_sweep_file(out / "sweep.json") == first  # the record is itself a sweep file
+
+    given = ["sweep", "--presets", RESNET, "--seeds", "0,1,2", "--epochs", "2", "--out", str(out)]
+    code, err = _run_main(given, capsys)
+    assert code == 2 and "\n" not in err and "holds a different sweep" in err, err
+    assert "recorded: short-cpu-20-w1-resnet seeds 0,1 epochs=2; given: short-cpu-20-w1-resnet seeds 0,1,2 " in err
+    code, err = _run_main(["sweep", "--presets", RESNET, "--seeds", "0,1", "--out", str(out)], capsys)
+    assert code == 2 and "holds a different sweep" in err  # the overrides differ
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]  # nothing was started
+
+    empty = tmp_path / "empty"
+    code, err = _run_main(["sweep", "--out", str(empty)], capsys)
+    assert code == 2 and "holds no sweep.json" in err and "\n" not in err
+    for args, message in [(["--seed", "3"], "--seeds"), (["--per-gpu", "0"], "--per-gpu must be at least 1"),
+                          (["--device", "cuda:1"], "--device must be one of auto, cpu, cuda"),
+                          (["--file", str(empty / "none.json")], "give --presets .* or --file, not both")]:
+        code, err = _run_main(["sweep", "--presets", RESNET, "--out", str(empty), *args], capsys)
+        assert code == 2 and "\n" not in err and re.search(message, err), err
+    assert not empty.exists()
+
+
+def test_children_per_gpu_and_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(sweep, "_gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep.slots(2) == ["3", "3", "5", "5"]
+    assert sweep.slots(3, gpus=[1]) == ["5", "5", "5"]
+    assert sweep.slots(2, device="cpu") == [None, None]
+    with pytest.raises(ValueError, match="--gpus must list"):
+        sweep.slots(1, gpus=[2])
+    monkeypatch.setattr(sweep, "_gpu_count", lambda: 0)
+    assert sweep.slots(3) == [None, None, None]
+    with pytest.raises(ValueError, match="no GPU"):
+        sweep.slots(1, device="cuda")
+    with pytest.raises(ValueError, match="no GPU"):
+        sweep.slots(1, gpus=[0])
+
+
+def _fake_run(path, preset, seed, det, sto=None, **overrides):
+    cfg = TrainConfig.from_dict({**load_preset(preset), **overrides, "seed": seed}).to_dict()
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": cfg}))
+    test = {"note": "test", "images": 100, "deterministic_error": det}
+    if sto is not None:
+        test.update(stochastic_error=sto, samples=30)
+    (path / "results.json").write_text(json.dumps({"splits": {"test": test}}))
+    return str(path)
+
+
+def test_seed_table_mean_and_sample_sd_beside_the_paper(tmp_path):
+    paths = [_fake_run(tmp_path / "a0", "table1/swapout-v2-w1", 0, 10.0, 9.0, epochs=2),
+             _fake_run(tmp_path / "b0", "table1/swapout-v2-w1", 0, 20.0, 18.0),  # other overrides: other group
+             _fake_run(tmp_path / "a1", "table1/swapout-v2-w1", 1, 12.0, 10.0, epochs=2, device="cuda")]
+    rows = seed_table(paths).splitlines()[2:]
+    assert rows == [
+        "| table1/swapout-v2-w1 | epochs=2 | 2 (0, 1) | test | 11.00 ± 1.41 | 9.50 ± 0.71 (30 passes) "
+        "| reported 7.97 | stoch +1.53 |",
+        "| table1/swapout-v2-w1 | - | 1 (0) | test | 20.00 ± - | 18.00 ± - (30 passes) "
+        "| reported 7.97 | stoch +10.03 |"]
+    det_only = seed_table([_fake_run(tmp_path / "r", "table2/theta-0.5-0.5", 4, 11.0)]).splitlines()[2]
+    assert det_only.endswith("| 11.00 ± - | - | deterministic 10.36, stochastic 6.69 | det +0.64 |"), det_only
+
+
+# Stands in for "swapout train" (same arguments, no training): by seed, it fails (0), finishes (1), ignores
+# SIGTERM (2), or asks the sweep to stop with a SIGINT and then stops on SIGTERM with a checkpoint (3).
+FAKE_TRAIN = r"""
+import os, pathlib, signal, sys, time
+args = sys.argv[1:]
+out, seed = pathlib.Path(args[args.index("--out") + 1]), args[args.index("--seed") + 1]
+if seed == "0":
+    sys.exit(print("loading the data\nthe disk is on fire") or 3)
+(out / "config.json").write_text("{}")
+if seed == "1":
+    sys.exit((out / "results.json").write_text("{}") and 0)
+if seed == "3":
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit((out / "checkpoint.pt").write_text("") and 0))
+    os.kill(os.getppid(), signal.SIGINT)
+else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(60)
+"""
+
+
+def _fake_sweep(tmp_path, monkeypatch, seeds, **options):
+    monkeypatch.setattr(sweep, "_CHILD", FAKE_TRAIN)
+    lines = []
+    definition = sweep_plan.make_definition([{"preset": RESNET, "seeds": seeds}])
+    code = sweep.run_sweep(tmp_path / "s", definition, device="cpu", out=lines.append, **options)
+    return code, "\n".join(lines)
+
+
+def test_a_failing_run_is_reported_with_its_log_and_the_others_go_on(tmp_path, monkeypatch):
+    code, text = _fake_sweep(tmp_path, monkeypatch, [0, 1])  # one at a time: the failure comes first
+    assert code == 1, text
+    assert "[failed] short-cpu-20-w1-resnet/seed-0: exit status 3" in text and "    the disk is on fire" in text
+    assert "[done] short-cpu-20-w1-resnet/seed-1" in text
+    assert "1 of 2 runs done, 0 stopped, 1 failed, 0 not started" in text
+    assert f"Continue with: swapout sweep --out {tmp_path / 's'} --per-gpu 1 --device cpu" in text
+
+
+def test_a_child_that_does_not_stop_is_killed_after_the_grace(tmp_path, monkeypatch):
+    start = time.time()
+    code, text = _fake_sweep(tmp_path, monkeypatch, [2, 1], budget_minutes=0.01, stop_grace_s=1.0)
+    assert code == 0 and time.time() - start < 30, text
+    assert "budget of 0.01 min used: stopping 1 running run(s)" in text
+    assert "[stopped] short-cpu-20-w1-resnet/seed-2" in text and "killed" in text
+    assert "0 of 2 runs done, 1 stopped, 0 failed, 1 not started" in text
+
+
+def test_ctrl_c_stops_the_children_with_a_checkpoint(tmp_path, monkeypatch):
+    code, text = _fake_sweep(tmp_path, monkeypatch, [3, 1])
+    assert code == 0, text
+    assert "SIGINT received: stopping 1 running run(s)" in text and "checkpoint written" in text
+    assert (tmp_path / "s" / "short-cpu-20-w1-resnet" / "seed-3" / "checkpoint.pt").exists()
+    assert "0 of 2 runs done, 1 stopped, 0 failed, 1 not started" in text
+    assert sweep_plan.plan(sweep_plan.open_sweep(tmp_path / "s"), tmp_path / "s")[0].state == "resume"
+
+
+def _sweep(args):
+    return subprocess.run([sys.executable, "-m", "swapout.cli", "sweep", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+@needs_data
+def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    first = _sweep(["--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu", "2",
+                    "--budget-minutes", "0.01", "--device", "cpu", *TINY])
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = f"swapout sweep --out {out} --per-gpu 2 --device cpu"
+    assert f"Continue with: {again}\n" in first.stdout
+    assert "0 of 4 runs done, 2 stopped, 0 failed, 2 not started" in first.stdout, first.stdout
+    interrupted = [out / "short-cpu-20-w1-resnet" / f"seed-{s}" for s in (0, 1)]
+    stopped_at = {}
+    for run in interrupted:  # stopped mid-run: a checkpoint before the last step, no results
+        assert not (run / "results.json").exists()
+        stopped_at[run] = read_checkpoint(run / "checkpoint.pt")["state"]["global_step"]
+        assert 1 <= stopped_at[run] < 12
+    assert not (out / "short-cpu-20-w1-swapout").exists()  # no run starts after the budget
+    configs = {run: (run / "config.json").read_bytes() for run in interrupted}
+
+    second = subprocess.run([sys.executable, "-m", "swapout.cli", *shlex.split(again)[1:]], capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("(resumed)") == 2 and second.stdout.count("[done]") == 4
+    results = {}
+    for name in ("short-cpu-20-w1-resnet", "short-cpu-20-w1-swapout"):
+        for seed in (0, 1):
+            run = out / name / f"seed-{seed}"
+            results[name, seed] = json.loads((run / "results.json").read_text())
+            assert results[name, seed]["steps"] == 12
+    for run in interrupted:  # continued from the checkpoint, not started again
+        assert (run / "config.json").read_bytes() == configs[run]
+        assert re.search(rf"resuming .*step {stopped_at[run]}\b", (run / "train.log").read_text())
+
+    table = second.stdout.split("Mean ± standard deviation over seeds:\n\n")[1].strip()
+    rows = {(cells[1], cells[4]): cells for cells in
+            ([c.strip() for c in line.split("|")] for line in table.splitlines()[2:])}
+    for name, preset in (("short-cpu-20-w1-resnet", RESNET), ("short-cpu-20-w1-swapout", SWAPOUT)):
+        cells = rows[preset, "test"]
+        det = [results[name, s]["splits"]["test"]["deterministic_error"] for s in (0, 1)]
+        assert cells[3] == "2 (0, 1)" and "epochs=2" in cells[2] and "max_steps=12" in cells[2]
+        assert cells[5] == f"{statistics.mean(det):.2f} ± {statistics.stdev(det):.2f}"
+        if preset == SWAPOUT:
+            sto = [results[name, s]["splits"]["test"]["stochastic_error"] for s in (0, 1)]
+            assert cells[6] == f"{statistics.mean(sto):.2f} ± {statistics.stdev(sto):.2f} (2 passes)"
+        else:
+            assert cells[6] == "-"  # a plain ResNet has no masks to sample
+    assert main(["report", "--by-seed", *map(str, sorted(out.glob("*/seed-*")))]) == 0
+    assert capsys.readouterr().out.strip() == table
+
+    lines = []  # all done: nothing starts, and the report comes again
+    assert sweep.run_sweep(out, per_gpu=2, device="cpu", out=lines.append) == 0
+    assert not any("[start]" in line for line in lines) and table in "\n".join(lines)

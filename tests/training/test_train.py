@@ -1,0 +1,198 @@
+"""Training on real CIFAR-10, interruption and exact resume, and the command line's handling of bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from swapout.data import files as data
+from swapout.cli.main import main
+from swapout.runs.config import TrainConfig
+from swapout.runs.rundir import RunDir, read_checkpoint
+from swapout.training.train import train
+
+HAVE_DATA = (data.default_data_dir() / "cifar10-train.npz").exists()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CIFAR-10 (../shared/data) is not available here")
+
+# A small, fast run: 1,000 training images (the rest held out), 31 steps of 32 per epoch.
+TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "4", "--checkpoint-every", "4",
+        "--eval-samples", "2", "--eval-limit", "100", "--seed", "1", "--quiet"]
+
+
+@needs_data
+def test_few_hundred_steps_learn_real_cifar10(tmp_path):
+    # 300 steps of 64 images (19,200 images, 0.4 epochs) of the 20-layer Swapout v2 W x 1, Linear(1, 0.5).
+    # Held out: the last 2,000 training images. Chance is 10%: with p = 0.1 the number right out of
+    # 2,000 is Binomial(2000, 0.1), mean 200, standard deviation 13.4; the 20% threshold (400 right)
+    # is 15 standard deviations above it, so no untrained or broken model passes by luck. (Measured:
+    # about 31% accuracy with deterministic inference and 30% with 4 stochastic passes.)
+    cfg = TrainConfig(depth=20, width=1, theta1="linear(1,0.5)", theta2="linear(1,0.5)", batch_size=64,
+                      max_steps=300, val_split=2000, eval_samples=4, eval_limit=2000, device="cpu")
+    results = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    val = results["splits"]["val"]
+    assert val["images"] == 2000
+    assert 100 - val["stochastic_error"] > 20, val
+    assert 100 - val["deterministic_error"] > 20, val
+    assert results["steps"] == 300
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "swapout.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _comparable(run: Path):
+    rows = [{k: v for k, v in r.items() if k != "train_time_s"} for r in RunDir(run).read_metrics()]
+    results = json.loads((run / "results.json").read_text())
+    return rows, results["splits"], read_checkpoint(run / "checkpoint.pt")
+
+
+@needs_data
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
+    whole = _cli(["train", *TINY, "--out", str(tmp_path / "whole")])
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+
+    run = tmp_path / "killed"
+    proc = _cli(["train", *TINY, "--out", str(run)])
+    killed_at = None
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        ckpt = run / "checkpoint.pt"
+        if ckpt.exists():
+            try:
+                state = read_checkpoint(ckpt)["state"]
+            except Exception:
+                state = None
+            if state and state["global_step"] >= 40:  # in the second epoch (31 steps each)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                killed_at = state
+                break
+        time.sleep(0.01)
+    assert killed_at is not None, "the run ended before it could be killed"
+    assert not (run / "results.json").exists()
+    resumed = _cli(["train", "--resume", str(run), "--quiet"])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+
+    rows_a, splits_a, ckpt_a = _comparable(tmp_path / "whole")
+    rows_b, splits_b, ckpt_b = _comparable(run)
+    assert rows_a == rows_b and len(rows_a) == 4
+    assert splits_a == splits_b
+    assert ckpt_a["model"].keys() == ckpt_b["model"].keys()
+    for name, tensor in ckpt_a["model"].items():
+        assert torch.equal(tensor, ckpt_b["model"][name]), name
+    assert ckpt_a["state"]["global_step"] == ckpt_b["state"]["global_step"] == 124
+
+
+def _run_main(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "table9/nothing"], "unknown preset"),
+    (["--model", "vgg16"], "unknown model"),
+    (["--theta1", "linear(1,x)"], "theta1"),
+    (["--theta2", "1.5"], "theta2"),
+    (["--depth", "21"], "6n\\+2"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--method", "magic"], "method must be one of"),
+    (["--dataset", "mnist"], "dataset must be one of"),
+    (["--crop", "random"], "crop must be one of"),
+])
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = _run_main(["train", *args, "--out", str(out)], capsys)
+    assert code == 2 and "\n" not in err and "error" in err
+    assert __import__("re").search(message, err), err
+    assert not out.exists()
+
+
+def test_unknown_field_and_bad_value_on_the_command_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--colour", "red"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "unrecognized arguments: --colour red" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "many"])
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_unknown_field_in_a_config_is_refused():
+    with pytest.raises(ValueError, match="unknown config field colour"):
+        TrainConfig.from_dict({"colour": "red"})
+
+
+def test_missing_or_corrupt_data(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "cifar10-train.npz").write_bytes(b"not an archive")
+    code, err = _run_main(["train", "--data-dir", str(empty), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "cifar10-train" in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@needs_data
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, err = _run_main(["train", *TINY, "--out", str(blocker / "run")], capsys)
+    assert code == 2 and "cannot write the run directory" in err
+
+
+@needs_data
+def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--max-steps", "3", "--out", str(run)]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in run.iterdir())
+    code, err = _run_main(["train", "--resume", str(run), "--epochs", "9"], capsys)
+    assert code == 2 and "epochs (run: 4, given: 9)" in err and "\n" not in err
+    assert sorted(p.name for p in run.iterdir()) == before
+    code, err = _run_main(["train", *TINY, "--out", str(run)], capsys)
+    assert code == 2 and "already holds a run" in err
+
+
+@needs_data
+def test_eval_writes_both_errors_and_figure_2_and_report_marks_the_run(tmp_path, capsys):
+    from PIL import Image
+
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--max-steps", "20", "--out", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "| test |" in table and "of 256 epochs" in table and "9,980 exact test images" in table
+    assert main(["eval", str(run), "--samples", "3", "--repeats", "2", "--limit", "60", "--quiet"]) == 0
+    result = json.loads((run / "eval-test.json").read_text())
+    assert result["images"] == 60 and result["samples"] == 3
+    curve = json.loads((run / "figure2-test.json").read_text())
+    assert curve["samples"] == [1, 2, 3] and len(curve["standard_error"]) == 3 and curve["repeats"] == 2
+    with Image.open(run / "figure2-test.png") as png:  # drawn by matplotlib, 6.4 x 4.2 inches at 100 dpi
+        assert png.size == (640, 420) and png.info.get("Software", "").startswith("Matplotlib")
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    assert "test (swapout eval)" in capsys.readouterr().out
+    assert main(["eval", str(run), "--split", "val", "--samples", "0"]) == 2
+
+
+@needs_data
+def test_a_preset_run_resumes_with_or_without_its_preset(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "short/quickstart", *TINY, "--max-steps", "3", "--out", str(run)]) == 0
+    before = read_checkpoint(run / "checkpoint.pt")["state"]["global_step"]
+    rows = RunDir(run).read_metrics()
+    for extra in ([], ["--preset", "short/quickstart"]):
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), *extra, "--quiet"]) == 0, capsys.readouterr().err
+    # already at --max-steps: resuming trains no further
+    assert read_checkpoint(run / "checkpoint.pt")["state"]["global_step"] == before == 3
+    assert RunDir(run).read_metrics() == rows and len(rows) == 1  # the partial epoch's row is kept
+    code, err = _run_main(["train", "--resume", str(run), "--preset", "short/cpu-20-w1-resnet"], capsys)
+    assert code == 2 and "preset (run: 'short/quickstart', given: 'short/cpu-20-w1-resnet')" in err
