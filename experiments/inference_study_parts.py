@@ -10,33 +10,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from swapout.evaluation.adaptive import adaptive_from_passes, adaptive_predict
-from swapout.data.files import MEAN, STD
-from swapout.evaluation.errors import split_logits
+from swapout.data import MEAN, STD
 from swapout.data.pipeline import eval_batches
+from swapout.evaluation.adaptive import adaptive_from_passes, adaptive_predict
+from swapout.evaluation.errors import error_percent, split_logits
 from swapout.evaluation.plots import plot_reliability
 from swapout.evaluation.recalibrate import recalibrate_bn
 from swapout.evaluation.uncertainty import entropy, mutual_information
 from swapout.evaluation.uncertainty_report import uncertainty_report
+from swapout.runs.rundir import save_json
 
 from inference_study_readme import readme_stage  # noqa: F401  (re-exported for the driver)
 
 DELTAS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CHOSEN_DELTA = 0.05
 CIFAR10 = (MEAN["cifar10"], STD["cifar10"])
-
-
-def _save(obj, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def _error(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Error (%) of the top-1 of ``probs`` (or of logits) against ``labels``."""
-    return _wrong(probs.argmax(-1), labels)
-
-
-def _wrong(prediction: torch.Tensor, labels: torch.Tensor) -> float:
-    return round(100.0 * (prediction != labels).double().mean().item(), 4)
 
 
 def uncertainty_stage(subjects, data, out: Path) -> None:
@@ -47,7 +35,7 @@ def uncertainty_stage(subjects, data, out: Path) -> None:
         per_image = report.pop("per_image")
         report.update(model=s.description, evaluated="9,980 exact CIFAR-10 test images",
                       ood_dataset="10,000 CIFAR-100 test images")
-        _save(report, out / f"uncertainty-{s.key}.json")
+        save_json(report, out / f"uncertainty-{s.key}.json")
         panels = [{"label": k.replace("+T", " + temperature"), **v} for k, v in report["reliability"].items()]
         plot_reliability(panels, out / f"reliability-{s.key}.png", f"{s.label}: 9,980 exact CIFAR-10 test images")
         if "passes" in d["test"]:
@@ -84,12 +72,12 @@ def adaptive_stage(subjects, data, test_split, out: Path) -> None:
         d = data[s.key]["test"]
         probs, labels = d["passes"].softmax(-1), d["labels"]
         fixed = probs.mean(0).argmax(-1)
-        row = {"model": s.label, "fixed": {k: _error(probs[:k].mean(0), labels) for k in (1, 5, 10, 20, 30)},
+        row = {"model": s.label, "fixed": {k: error_percent(probs[:k].mean(0), labels) for k in (1, 5, 10, 20, 30)},
                "simulated": {}}
         for delta in DELTAS:
             r = adaptive_from_passes(probs, delta=delta)
             row["simulated"][str(delta)] = {
-                "error": _wrong(r["prediction"], labels),
+                "error": error_percent(r["prediction"], labels),
                 "mean_passes": round(r["passes"].double().mean().item(), 4),
                 "settled": round(100 * r["settled"].double().mean().item(), 2),
                 "differs_from_30_passes": int((r["prediction"] != fixed).sum())}
@@ -98,14 +86,14 @@ def adaptive_stage(subjects, data, test_split, out: Path) -> None:
         torch.manual_seed(1)
         start = time.time()
         r = adaptive_predict(s.model, x, delta=CHOSEN_DELTA, max_passes=30)
-        row["real"] = {"delta": CHOSEN_DELTA, "error": _wrong(r["prediction"], y),
+        row["real"] = {"delta": CHOSEN_DELTA, "error": error_percent(r["prediction"], y),
                        "mean_passes": round(r["passes"].double().mean().item(), 4),
                        "settled": round(100 * r["settled"].double().mean().item(), 2),
                        "seconds": round(time.time() - start, 1),
                        "fixed_30_seconds": round(float(d["seconds"]), 1),
                        "passes_histogram": torch.bincount(r["passes"], minlength=31).tolist()}
         results[s.key] = row
-        _save(results, path)  # per model: a study run again skips the models already measured
+        save_json(results, path)  # per model: a study run again skips the models already measured
         print(f"adaptive: {s.key} {row['real']}", flush=True)
 
 
@@ -126,7 +114,7 @@ def recalibration_stage(subjects, data, test_split, out: Path, cap=None) -> None
     results = json.loads(path.read_text()) if path.exists() else {}
     for s in (s for s in subjects if s.stochastic):
         d = data[s.key]["test"]
-        det, sto = _error(d["deterministic"], d["labels"]), _error(d["passes"].softmax(-1).mean(0), d["labels"])
+        det, sto = error_percent(d["deterministic"], d["labels"]), error_percent(d["passes"].softmax(-1).mean(0), d["labels"])
         row = results.get(s.key) or {"model": s.label, "deterministic": det, "stochastic_30": sto, "variants": []}
         done = {(v["name"], v["seed"]) for v in row["variants"]}
         pool = len(s.train_labels)
@@ -139,11 +127,11 @@ def recalibration_stage(subjects, data, test_split, out: Path, cap=None) -> None
             recalibrate_bn(model, s.train_images[pick], s.train_labels[pick], *CIFAR10, "cpu", seed=seed, **options)
             seconds = time.time() - start
             logits = split_logits(model, test_split["images"], test_split["labels"], *CIFAR10, "cpu", 0)
-            err = _error(logits["deterministic"], logits["labels"])
+            err = error_percent(logits["deterministic"], logits["labels"])
             row["variants"].append({"name": name, "images": n, "seed": seed, **options, "error": err,
                                     "gap_closed": round((det - err) / (det - sto), 4) if det != sto else None,
                                     "seconds": round(seconds, 1)})
             results[s.key] = row
-            _save(results, path)  # after every variant: an interrupted study resumes where it stopped
+            save_json(results, path)  # after every variant: an interrupted study resumes where it stopped
             print(f"recalibration: {s.key} {name} seed {seed}: {det:.2f}% -> {err:.2f}% (stochastic {sto:.2f}%)",
                   flush=True)

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import swapout.runs.config
 import swapout.runs.report
 import swapout.training.train
-from swapout.training import sweep as sweep
+from swapout.training import sweep
 from swapout.cli.main import build_parser, main
 from swapout.cli.checks import eval_options, sweep_setup, train_config
 from swapout.runs.config import TrainConfig
@@ -227,3 +228,19 @@ def test_eval_options_are_checked_before_anything_is_loaded(tmp_path, capsys):
                           (["--severities", "1"], "go with --shift")):
         _refused(["eval", str(tmp_path / "none"), *args], capsys, message)
 
+
+
+def test_a_config_given_as_json_trains_as_given_and_a_bad_one_is_refused(tmp_path, capsys, trained):
+    cfg = TrainConfig.from_dict({**swapout.runs.config.load_preset(SWAPOUT), "preset": SWAPOUT, "seed": 4,
+                                 "milestones": [3, 5], "theta1": None})
+    cfg.device = "cpu"
+    (tmp_path / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "resolved": {}}))  # a run's file
+    for text in (json.dumps(cfg.to_dict()), (tmp_path / "config.json").read_text()):
+        assert main(["train", "--config-json", text, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+        assert trained[-1][0] == cfg
+    assert main(["train", "--config-json", json.dumps(cfg.to_dict()), "--epochs", "9", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert trained[-1][0].epochs == 9  # an option given beside it goes over it
+    _refused(["train", "--config-json", "[1, 2]"], capsys, r"--config-json: expected an object of config fields")
+    _refused(["train", "--config-json", "{epochs: 3}"], capsys, r"--config-json: not JSON")
+    _refused(["train", "--config-json", '{"epochs": 0}'], capsys, r"epochs")

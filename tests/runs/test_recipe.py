@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from swapout.runs import config as config
+from swapout.runs import config
 from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model

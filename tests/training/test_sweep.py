@@ -12,9 +12,11 @@ import time
 import pytest
 
 from swapout.data import files as data
-from swapout.training import sweep as sweep
-from swapout.training import sweep_plan as sweep_plan
-from swapout.cli.main import _overrides, build_parser, main
+from swapout.training import sweep
+from swapout.training import sweep_plan
+from swapout.training.sweep_packs import run_config
+from swapout.cli.checks import train_config
+from swapout.cli.main import build_parser, main
 from swapout.runs.config import TrainConfig, load_preset
 from swapout.runs.report import seed_table
 from swapout.runs.rundir import read_checkpoint
@@ -67,11 +69,15 @@ def test_plan_knows_done_resumable_and_new_runs_and_their_commands(tmp_path):
     assert [r.state for r in runs] == ["done", "resume", "restart", "new", "new"]
 
     assert sweep_plan.train_args(runs[1], "cpu") == ["train", "--quiet", "--device", "cpu", "--resume", str(runs[1].path)]
-    for run, seed in ((runs[3], 3), (runs[4], 5)):  # a new run's arguments give back its preset, seed and overrides
+    for run, seed in ((runs[3], 3), (runs[4], 5)):  # a new run gets its whole config, typed, as JSON
         args = build_parser().parse_args(sweep_plan.train_args(run, "cuda", data_dir="/d"))
-        assert (args.preset, args.seed, args.out, args.device, args.data_dir) == (run.preset, seed, str(run.path),
-                                                                                   "cuda", "/d")
-        assert {k: v for k, v in _overrides(args).items() if k not in ("seed", "device", "data_dir")} == run.overrides
+        assert args.out == str(run.path) and (args.device, args.data_dir) == ("cuda", "/d")
+        expected = run_config(run.preset, run.overrides, seed).to_dict()
+        assert json.loads(args.config_json) == {k: v for k, v in expected.items() if k not in ("device", "data_dir")}
+    cfg = train_config(build_parser().parse_args(sweep_plan.train_args(runs[4], "cpu")))  # what the child trains
+    expected = run_config(runs[4].preset, runs[4].overrides, 5)
+    expected.device = "cpu"
+    assert cfg == expected and (cfg.preset, cfg.seed, cfg.milestones) == (SWAPOUT, 5, [2, 4])
 
 
 def test_definition_is_recorded_and_a_different_one_refused(tmp_path, capsys):
@@ -145,9 +151,9 @@ def test_seed_table_mean_and_sample_sd_beside_the_paper(tmp_path):
 # Stands in for "swapout train" (same arguments, no training): by seed, it fails (0), finishes (1), ignores
 # SIGTERM (2), or asks the sweep to stop with a SIGINT and then stops on SIGTERM with a checkpoint (3).
 FAKE_TRAIN = r"""
-import os, pathlib, signal, sys, time
+import json, os, pathlib, signal, sys, time
 args = sys.argv[1:]
-out, seed = pathlib.Path(args[args.index("--out") + 1]), args[args.index("--seed") + 1]
+out, seed = pathlib.Path(args[args.index("--out") + 1]), str(json.loads(args[args.index("--config-json") + 1])["seed"])
 if seed == "0":
     sys.exit(print("loading the data\nthe disk is on fire") or 3)
 (out / "config.json").write_text("{}")

@@ -38,13 +38,29 @@ def _join_sources(preset: Optional[str], values: Dict[str, Any], given: Dict[str
     return "; ".join(parts)
 
 
+def _json_config(text: str) -> Dict[str, Any]:
+    """The fields of ``--config-json``: a JSON object of config fields, as a sweep hands a run its config."""
+    import json
+
+    try:
+        values = json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"--config-json: not JSON ({err})") from None
+    if isinstance(values, dict) and isinstance(values.get("config"), dict):
+        values = values["config"]  # a run directory's config.json: the config beside what it resolved to
+    if not isinstance(values, dict):
+        raise UsageError(f"--config-json: expected an object of config fields, got {type(values).__name__}")
+    return values
+
+
 def train_config(args: argparse.Namespace):
     """The config of a new run: the preset (if any) with the command line's fields over it, checked."""
     from ..runs.config import TrainConfig, load_preset, merge_preset
     from ..runs.distributed import resolve_device
 
     given = overrides(args)
-    values = load_preset(args.preset) if args.preset else {}
+    values = {**_json_config(args.config_json), **({"preset": args.preset} if args.preset else {})} \
+        if getattr(args, "config_json", None) else load_preset(args.preset) if args.preset else {}
     cfg = TrainConfig.from_dict(merge_preset(values, given)).validate()
     try:
         cfg.join()

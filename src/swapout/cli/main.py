@@ -113,6 +113,8 @@ def _train_parser(sub) -> None:
                                     "evaluate with deterministic and stochastic inference. A --method given here "
                                     "drops the preset's thetas and granularity that the method does not take.")
     tr.add_argument("--preset", help="a row of the paper, e.g. table1/swapout-v2-w2 (see 'swapout presets')")
+    tr.add_argument("--config-json", metavar="JSON", help="a whole config as a JSON object of its fields, as "
+                    "'swapout sweep' gives its runs theirs (instead of --preset; config options go over it)")
     tr.add_argument("--out", help="run directory (if not given: runs/<preset>-<time>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")

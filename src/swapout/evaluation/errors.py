@@ -112,8 +112,12 @@ def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
 
 
 def error_percent(scores: Tensor, labels: Tensor) -> float:
-    """Top-1 error (%) of ``scores`` (N, classes: probabilities or logits) against ``labels``, to 4 decimals."""
-    return round(100.0 * (scores.argmax(-1) != labels).double().mean().item(), 4)
+    """Top-1 error (%) against ``labels``, to 4 decimals: the one definition of error, for training and evaluation.
+
+    ``scores``: (N, classes) probabilities or logits, or (N,) predicted classes.
+    """
+    predicted = scores.argmax(-1) if scores.dim() > 1 else scores
+    return round(100.0 * (predicted != labels).double().mean().item(), 4)
 
 
 def curve_errors(probs: Tensor, labels: Tensor) -> np.ndarray:

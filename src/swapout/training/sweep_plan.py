@@ -92,7 +92,7 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
             if key not in allowed:
                 raise ValueError(f"{where}: {key!r} cannot be overridden in a sweep; fields are {', '.join(allowed)} "
                                  f"(seeds, --device and --data-dir are options of the sweep)")
-            if value is None and key not in _MAY_BE_NONE:  # a child's command line says "None" for these only
+            if value is None and key not in _MAY_BE_NONE:
                 raise ValueError(f"{where}: {key} cannot be overridden with null (only {', '.join(_MAY_BE_NONE)} can)")
         try:
             with torch.device("meta"):  # the model's own checks (depth, schedules) without allocating it
@@ -192,15 +192,6 @@ def units(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Union[Run,
     return form_packs(runs, definition.get("pack") or 1, named, Path(sweep_dir))
 
 
-def _command_line(overrides: Dict[str, Any]) -> List[str]:
-    args = []
-    for key, value in overrides.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else \
-            ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        args += [f"--{key.replace('_', '-')}", text]
-    return args
-
-
 def train_args(unit: Union[Run, Pack], device: str, data_dir: Optional[str] = None) -> List[str]:
     """The ``swapout train`` arguments that start ``unit`` (state new) or continue it (state resume).
 
@@ -214,5 +205,7 @@ def train_args(unit: Union[Run, Pack], device: str, data_dir: Optional[str] = No
         return args + ["--pack-dir", str(unit.path)]
     if unit.state == "resume":
         return args + ["--resume", str(unit.path)]
-    return args + ["--preset", unit.preset, "--seed", str(unit.seed), "--out", str(unit.path)] + \
-        _command_line(unit.overrides)
+    # the config itself, typed as JSON, rather than options for the child to parse back from text
+    config = {k: v for k, v in run_config(unit.preset, unit.overrides, unit.seed).to_dict().items()
+              if k not in ("device", "data_dir")}  # the sweep gives these, above
+    return args + ["--config-json", json.dumps(config), "--out", str(unit.path)]
