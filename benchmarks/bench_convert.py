@@ -6,7 +6,7 @@ Forward, backward and SGD step on a batch of CIFAR-sized (32x32) random images. 
 gives the network a 3x3 stride-1 stem without max-pooling, as CIFAR users do; "imagenet" keeps
 torchvision's stem. The converted network has swapout with Linear(1, 0.5) at its 8 joins, and its
 unit masks go through the fused CPU kernel; ``--reference`` adds the converted network with the
-reference op (two ``bernoulli_`` masks) for comparison.
+reference op (two ``torch.bernoulli`` masks) for comparison.
 
 The contenders are timed in turn, one repetition each, in one process; the ratio is the median over
 repetitions of the converted step's time over the original's, taken back to back, so that a slow spell

@@ -57,8 +57,8 @@ def make_runner(name: str, runs: int, device: torch.device, channels_last: bool)
     loaders = [TrainLoader(images, labels, BATCH, MEAN, STD, device, 0)]
     loaders += [TrainLoader(loaders[0].images, labels, BATCH, MEAN, STD, device, s) for s in range(1, runs)]
     cuda = device.type == "cuda"
-    step = TrainStep(model, opt, device, precision="bf16" if cuda else "fp32", compile=cuda, runs=runs)
-    step.channels_last = channels_last
+    step = TrainStep(model, opt, device, precision="bf16" if cuda else "fp32", compile=cuda, runs=runs,
+                     channels_last=channels_last)
     state = {"epoch": 0, "batches": iter(())}
 
     def next_batch():

@@ -4,7 +4,7 @@
     python benchmarks/bench_swapout.py --device cuda   # GPU
 
 1. Training step (forward, backward, SGD step, batch 128) of the 20-layer "Ours" v2 network with
-   swapout Linear(1, 0.5): fused kernel and naive reference (two bernoulli_ masks, multiply, add),
+   swapout Linear(1, 0.5): fused kernel and naive reference (two torch.bernoulli masks, multiply, add),
    each against the same network with the plain residual add. W x 1 and W x 2.
    ``--compile`` compiles each network first; ``--batch`` and ``--depth`` change the workload.
    Networks and inputs are channels-last, as ``swapout train`` runs them; ``--only layouts`` times

@@ -65,8 +65,8 @@ def make_runner(name: str, kind: str, device: torch.device, seed: int = 0) -> Ca
     depth, width, method = NETWORKS[name]
     torch.manual_seed(seed)
     model = swapout.create_model("resnet_v2_ours", depth=depth, width=width, method=method).to(device).train()
-    if kind == "fast":
-        model = prepare_model(model, device)
+    if kind != "eager":  # swapout train's layout on every device
+        model = prepare_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)

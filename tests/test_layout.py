@@ -28,21 +28,26 @@ def _modules():
 
 
 def _imports(name, tree, is_package):
-    """The package modules that ``name`` imports, at its top or inside functions (lazy imports count)."""
-    here = name.split(".") if is_package else name.split(".")[:-1]
-    if name == "":
-        here = []
+    """The package modules that ``name`` imports, at its top or inside functions (lazy imports count).
+
+    ``from X import y`` counts X and, where y is a module of the package, X.y too; ``from swapout import
+    y`` and ``import swapout.y`` count like their relative forms.
+    """
+    here = (name.split(".") if is_package else name.split(".")[:-1]) if name else []
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
-            if node.module:
-                found.add(".".join(base))
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else []))
+            elif node.module == "swapout" or (node.module or "").startswith("swapout."):
+                base = node.module[len("swapout."):] if node.module != "swapout" else ""
             else:
-                found.update(".".join(base + [a.name]) for a in node.names)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            found.update(n[len("swapout."):] for n in names if n.startswith("swapout."))
+                continue
+            if node.module:  # "from . import x" imports x; the package's own __init__ runs before any import
+                found.add(base)
+            found.update(f"{base}.{a.name}" if base else a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name[len("swapout."):] for a in node.names if a.name.startswith("swapout."))
     return found
 
 
@@ -70,6 +75,24 @@ def test_no_import_cycle():
     assert cycles == [], f"import cycles: {cycles}"
 
 
+def _reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_runs_reach_nothing_of_training():
+    # swapout eval and report live in runs/: no chain of imports, lazy ones included, leads to training/
+    graph = _graph()
+    runs = [name for name in graph if name.split(".")[0] == "runs"]
+    assert "runs.evaluate" in runs and "runs.report" in runs
+    reached = {name: sorted(m for m in _reachable(graph, name) if m.split(".")[0] == "training") for name in runs}
+    assert {k: v for k, v in reached.items() if v} == {}
+
+
 def test_the_library_imports_no_application_module():
     graph = _graph()
     assert APPLICATION <= set(graph), sorted(APPLICATION - set(graph))  # the list names real packages
@@ -94,8 +117,9 @@ def test_modules_and_functions_are_small():
 
 @pytest.mark.parametrize("command", [["eval"], ["report"]])
 def test_evaluating_and_reporting_import_nothing_of_training(tmp_path, command):
-    # The command is run to its first refusal (an empty folder), after which every module that its
-    # code imports lazily is imported too; none of them may be a training module.
+    # The command is run to its first refusal (an empty folder), and the modules of both commands are
+    # imported; none of the modules then loaded may be a training module (lazy imports inside their
+    # functions: test_runs_reach_nothing_of_training).
     script = f"""
 import json, sys
 from swapout.cli.main import main

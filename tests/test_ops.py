@@ -368,3 +368,15 @@ def test_the_forward_pass_checks_no_theta_and_no_granularity(monkeypatch):
     # the public functional form still checks what it is given
     with pytest.raises(ValueError):
         swapout.swapout(*_pair(), 1.5, 0.5)
+
+
+def test_thetas_and_granularity_set_after_construction_are_checked():
+    # the forward pass trusts them, so they are checked whenever they are set
+    join = swapout.Swapout(0.5, 0.5)
+    join.thetas = (0.9, 0.2)
+    assert join.thetas == (0.9, 0.2)
+    with pytest.raises(ValueError, match="theta1"):
+        join.thetas = (1.5, 0.5)
+    with pytest.raises(ValueError, match="granularity"):
+        join.granularity = "channels"
+    assert join.thetas == (0.9, 0.2) and join.granularity == "unit"

@@ -1,6 +1,6 @@
 """Fused swapout kernels: masks that cost almost nothing and are never stored.
 
-The reference op in :mod:`swapout.ops` draws two Bernoulli masks with ``bernoulli_``, multiplies and
+The reference op in :mod:`swapout.ops` draws two Bernoulli masks with ``torch.bernoulli``, multiplies and
 adds, and keeps the masks for the backward pass. Random number generation dominates its cost. The
 kernels here compute ``Y = Theta1*X + Theta2*F`` in one pass over memory, drawing each unit's masks
 from a counter-based generator (Philox4x32-10, Salmon et al., SC 2011) keyed by a per-call seed, and

@@ -22,7 +22,7 @@ module                output                                      masks
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -57,11 +57,29 @@ class SwapoutJoin(nn.Module):
         super().__init__()
         if len(thetas) == 0:
             raise ValueError("a swapout join needs at least one theta")
-        self.thetas = tuple(check_theta(t, f"theta{i + 1}") for i, t in enumerate(thetas))
-        check_granularity(granularity)
+        self.thetas = thetas
         self.granularity = granularity
         self.generator = generator
         self.inference = "deterministic"
+
+    # Checked when set, at construction or later, so that the forward pass can trust them.
+    @property
+    def thetas(self) -> Tuple[float, ...]:
+        """The keep probability of each input, in [0, 1]."""
+        return self._thetas
+
+    @thetas.setter
+    def thetas(self, values: Sequence[float]) -> None:
+        self._thetas = tuple(check_theta(t, f"theta{i + 1}") for i, t in enumerate(values))
+
+    @property
+    def granularity(self) -> str:
+        """One mask per ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``."""
+        return self._granularity
+
+    @granularity.setter
+    def granularity(self, value: str) -> None:
+        self._granularity = check_granularity(value)
 
     # How many independent passes one forward call holds, stacked along the batch dimension. Set by
     # swapout.stochastic_passes, so that a "batch"-granularity join draws one mask per pass, not per call.

@@ -244,3 +244,8 @@ def test_a_config_given_as_json_trains_as_given_and_a_bad_one_is_refused(tmp_pat
     _refused(["train", "--config-json", "[1, 2]"], capsys, r"--config-json: expected an object of config fields")
     _refused(["train", "--config-json", "{epochs: 3}"], capsys, r"--config-json: not JSON")
     _refused(["train", "--config-json", '{"epochs": 0}'], capsys, r"epochs")
+    for other in (["--preset", SWAPOUT], ["--resume", str(tmp_path / "run")], ["--pack-dir", str(tmp_path)]):
+        _refused(["train", "--config-json", "{}", *other], capsys, r"--config-json is a whole config")
+    # a sweep file's numbers and the command line's text make one config: 0.5 is "0.5", 0 is 0.0
+    assert TrainConfig.from_dict({"theta1": 0.5, "weight_decay": 0}) == \
+        TrainConfig.from_dict({"theta1": "0.5", "weight_decay": 0.0})

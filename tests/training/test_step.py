@@ -53,11 +53,17 @@ def test_the_first_non_finite_step_is_remembered_without_reading_it():
 
 
 def test_auto_speed_is_fast_on_cuda_and_plain_on_the_cpu():
-    assert resolve_speed("auto", "auto", torch.device("cuda")) == ("bf16", True)
-    assert resolve_speed("auto", "auto", torch.device("cpu")) == ("fp32", False)
-    assert resolve_speed("bf16", "true", torch.device("cpu")) == ("bf16", True)
+    assert resolve_speed("auto", None, torch.device("cuda")) == ("bf16", True)
+    assert resolve_speed("auto", None, torch.device("cpu")) == ("fp32", False)
+    assert resolve_speed("bf16", True, torch.device("cpu")) == ("bf16", True)
+    assert resolve_speed("fp32", False, torch.device("cuda")) == ("fp32", False)
+    # checked where it enters: the config, and a TrainStep given it directly
     with pytest.raises(ValueError, match="precision must be"):
-        resolve_speed("fp16", "auto", torch.device("cpu"))
+        TrainConfig(precision="fp16").validate()
+    with pytest.raises(ValueError, match="compile must be true, false or None"):
+        TrainConfig(compile="yes").validate()
+    assert TrainConfig.from_dict({"compile": "auto"}).compile is None  # a config written by earlier versions
+    assert TrainConfig.from_dict({"compile": "true"}).compile is True
 
 
 @needs_data
@@ -66,7 +72,7 @@ def test_compiled_run_on_the_cpu_resumes_exactly(tmp_path):
     # checkpoint restores the weights, the optimizer, the random state and the data position, and the
     # compiled step draws its masks from the restored generator.
     tiny = dict(depth=8, val_split=49000, batch_size=32, epochs=1, eval_samples=2, eval_limit=50, seed=3,
-                device="cpu", compile="true", checkpoint_every=3)
+                device="cpu", compile=True, checkpoint_every=3)
     quiet = dict(progress=False, log=lambda s: None)
     whole = train(TrainConfig(**tiny, max_steps=6), tmp_path / "whole", **quiet)
     train(TrainConfig(**tiny, max_steps=3), tmp_path / "split", **quiet)

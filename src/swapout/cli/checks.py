@@ -59,8 +59,8 @@ def train_config(args: argparse.Namespace):
     from ..runs.distributed import resolve_device
 
     given = overrides(args)
-    values = {**_json_config(args.config_json), **({"preset": args.preset} if args.preset else {})} \
-        if getattr(args, "config_json", None) else load_preset(args.preset) if args.preset else {}
+    values = _json_config(args.config_json) if getattr(args, "config_json", None) else \
+        load_preset(args.preset) if args.preset else {}
     cfg = TrainConfig.from_dict(merge_preset(values, given)).validate()
     try:
         cfg.join()

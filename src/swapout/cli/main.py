@@ -31,6 +31,9 @@ def _train(args: argparse.Namespace) -> None:
     from ..training.train import TrainingStopped, train
 
     overrides = _overrides(args)
+    if args.config_json and (args.preset or args.resume or args.pack_dir):
+        raise UsageError("--config-json is a whole config: it goes with neither --preset, --resume nor --pack-dir "
+                         "(config options may go over it)")
     if args.pack_dir:
         return _train_pack(args, overrides)
     if args.resume:

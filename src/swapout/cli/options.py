@@ -23,6 +23,7 @@ HELP = {"theta1": _SCHEDULE_HELP, "theta2": _SCHEDULE_HELP, "device": "auto, cpu
                       "scaled to --epochs; ",
         "granularity": "None: unit, or batch for stochastic_depth; ",
         "eval_limit": "None: every image; ", "max_steps": "None: no limit; ",
+        "compile": "true or false; None: on CUDA only; ",
         "data_dir": "a folder with the data, or one to download it into; None: $SWAPOUT_DATA if set, else the "
                     "usual data folder; "}
 
@@ -33,6 +34,10 @@ def boolean(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _auto_or_boolean(text: str) -> Optional[bool]:
+    return None if text.strip().lower() == "auto" else boolean(text)
 
 
 def or_none(kind: Callable) -> Callable:
@@ -93,6 +98,8 @@ def config_options(parser: argparse.ArgumentParser, changes: Optional[Dict[str, 
         kind = {"int": int, "float": float, "bool": boolean}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         if f.name == "milestones":
             kind = list_of(int, "196,224")
+        if f.name == "compile":  # "auto", the word of earlier versions, still means None
+            kind = _auto_or_boolean
         choices = TrainConfig.CHOICES.get(f.name) or (list_models() if f.name == "model" else None)
         text = (f"one of {', '.join(choices)}; " if choices else "") + HELP.get(f.name, "")
         text = (changes or {}).get(f.name, f"{text}default: {f.default!r}")

@@ -6,6 +6,7 @@ its config fields plus the paper's reported errors under ``"paper"``. Any field 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                  # auto, cpu, cuda, cuda:1, ...
     precision: str = "auto"               # fp32 or bf16 (autocast); auto: bf16 on CUDA, fp32 on the CPU
-    compile: str = "auto"                 # torch.compile the step: true, false; auto: true on CUDA only
+    compile: Optional[bool] = None        # torch.compile the step; None: on CUDA only
     data_dir: Optional[str] = None
 
     # fields that may differ when a run is resumed: where the data is, which device runs it, how fast,
@@ -67,8 +68,7 @@ class TrainConfig:
     PACK_MAY_DIFFER = ("preset", "seed", "method", "theta1", "theta2", "granularity", "skipforward_on")
     # allowed values of the fields that take a word, for checks and --help
     CHOICES = {"dataset": DATASETS, "method": METHODS, "crop": CROPS, "granularity": GRANULARITIES,
-               "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS,
-               "compile": ("auto", "true", "false")}
+               "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS}
 
     def resolved_milestones(self) -> List[int]:
         if self.milestones is not None:
@@ -106,6 +106,8 @@ class TrainConfig:
                 check_positive_int(getattr(self, name), name)
         if not isinstance(self.sync_bn, bool):
             raise ValueError(f"sync_bn must be true or false, got {self.sync_bn!r}")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true, false or None (on CUDA only), got {self.compile!r}")
         if self.val_split >= 50_000:
             raise ValueError(f"val_split must leave training images: at most 49,999, got {self.val_split}")
         if self.milestones is not None and (not isinstance(self.milestones, list) or any(
@@ -133,8 +135,10 @@ class TrainConfig:
         key = tuple(getattr(self, k) for k in ("method", "theta1", "theta2", "granularity", "skipforward_on"))
         cached = self.__dict__.get("_join")
         if cached is None or cached[0] != key:
-            cached = (key, JoinSpec(*key))
-            self.__dict__["_join"] = cached  # not a field: to_dict, equality and copies ignore it
+            # a copy of the key, so that a list changed in place is seen; not a field, so to_dict and
+            # equality ignore it (copies carry it, and check it like the original)
+            cached = (copy.deepcopy(key), JoinSpec(*key))
+            self.__dict__["_join"] = cached
         return cached[1]
 
     def to_dict(self) -> Dict[str, Any]:
@@ -165,7 +169,26 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                              f"fields are: {', '.join(cls.field_names())}")
-        return cls(**values)
+        if isinstance(values.get("compile"), str):  # configs written before compile was typed
+            legacy = {"auto": None, "true": True, "false": False}
+            values = {**values, "compile": legacy.get(values["compile"].lower(), values["compile"])}
+        return cls(**{k: _normalised(_KINDS[k], v) for k, v in values.items()})
+
+
+# Each field's type without Optional: "int", "float", "str", "bool", ...
+_KINDS = {f.name: str(f.type).replace("Optional[", "").rstrip("]") for f in dataclasses.fields(TrainConfig)}
+
+
+def _normalised(kind: str, value: Any) -> Any:
+    """One form per value, wherever it came from: a JSON sweep file's ``"theta1": 0.5`` is the command
+    line's ``--theta1 0.5`` ("0.5"), and ``"weight_decay": 0`` is 0.0, so configs compare equal."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if kind == "float" and isinstance(value, int):
+        return float(value)
+    if kind == "str" and isinstance(value, (int, float)):
+        return str(value)
+    return value
 
 
 # The fields that say how a block joins X and F(X): they go together with the method.

@@ -48,19 +48,16 @@ def prepare_model(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def resolve_speed(precision: str, compile: str, device: torch.device) -> Tuple[str, bool]:
-    """The precision and whether to compile, with ``"auto"`` resolved for ``device``.
+def resolve_speed(precision: str, compile: Optional[bool], device: torch.device) -> Tuple[str, bool]:
+    """The precision and whether to compile, with ``precision="auto"`` and ``compile=None`` resolved for ``device``.
 
-    ``auto`` is the fast path on CUDA (bf16, compiled) and the plain one on the CPU (fp32, eager),
-    where compilation takes longer than a short run saves and bf16 convolutions are slower.
+    Automatic is the fast path on CUDA (bf16, compiled) and the plain one on the CPU (fp32, eager),
+    where compilation takes longer than a short run saves and bf16 convolutions are slower. The values
+    come from a checked config; :class:`TrainStep` checks the precision it is given.
     """
     cuda = device.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if compile not in ("auto", "true", "false"):
-        raise ValueError(f"compile must be 'auto', 'true' or 'false', got {compile!r}")
-    return precision, (cuda if compile == "auto" else compile == "true")
+    return precision, (cuda if compile is None else compile)
 
 
 @dataclass(frozen=True)
@@ -94,15 +91,17 @@ class TrainStep:
         compile: compile the forward and backward passes and the optimizer update.
         sums: each run's (loss sum, right, images) of the epoch so far, when resuming mid-epoch.
         runs: G, the number of packed runs in ``net`` (1: a plain network, labels ``(N,)``).
+        channels_last: give ``net`` its 4-D input channels-last, the layout :func:`prepare_model` gives it.
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  precision: str = "fp32", compile: bool = False, sums: Optional[Sequence[Sequence[float]]] = None,
-                 runs: int = 1):
+                 runs: int = 1, channels_last: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.net, self.optimizer, self.device = net, optimizer, torch.device(device)
         self.bf16 = precision == "bf16"
+        self.channels_last = channels_last  # the input's layout; the model's own is prepare_model()'s
         self.cudagraphs = compile and self.device.type == "cuda"
         self.runs = runs
         self.sums = torch.tensor([list(s) for s in sums] if sums else [[0.0, 0, 0]] * runs, dtype=torch.float64,
@@ -136,7 +135,7 @@ class TrainStep:
     def __call__(self, x: Tensor, y: Tensor) -> None:
         if self.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done with
-        if x.dim() == 4:  # the model's own layout: prepare_model()
+        if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         loss, figures = self._forward(x, y)
