@@ -22,8 +22,12 @@ HELP = {"theta1": _SCHEDULE_HELP, "theta2": _SCHEDULE_HELP, "device": "auto, cpu
         "milestones": "epochs after which lr is divided by 10, increasing, e.g. 196,224; None: the paper's "
                       "scaled to --epochs; ",
         "granularity": "None: unit, or batch for stochastic_depth; ",
-        "eval_limit": "None: every image; ", "max_steps": "None: no limit; ",
+        "eval_limit": "evaluate at most N images per split; None: every image; ",
+        "max_steps": "stop after N optimiser steps (a short run); None: no limit; ",
         "compile": "true or false; None: on CUDA only; ",
+        "val_split": "hold out the last N training images for validation (0: none); ",
+        "eval_samples": "stochastic passes per image in the final evaluation (0: deterministic only); ",
+        "checkpoint_every": "also checkpoint every N steps inside an epoch (0: at epoch ends only); ",
         "data_dir": "a folder with the data, or one to download it into; None: $SWAPOUT_DATA if set, else the "
                     "usual data folder; "}
 
