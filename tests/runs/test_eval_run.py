@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import swapout.runs.eval_context as eval_context
 import swapout.runs.evaluate as evaluate_run
 from swapout.data import files as data
 from swapout.cli.main import main
@@ -105,7 +106,7 @@ def test_damaged_checkpoint_names_the_weights_evaluated(tmp_path, capsys):
 def test_progress_counts_images_and_one_pass_is_singular_and_errors_have_4_decimals(tmp_path, capsys, monkeypatch):
     run = _run(tmp_path)
     _Bars.made = []
-    monkeypatch.setattr(evaluate_run, "Progress", _Bars)
+    monkeypatch.setattr(eval_context, "Progress", _Bars)
     assert main(["eval", str(run.path), "--samples", "1", "--repeats", "1", "--limit", "200"]) == 0
     out = capsys.readouterr().out
     bar = _Bars.made[0]
@@ -193,7 +194,7 @@ def test_an_impossible_recalibration_is_refused_before_any_evaluation(tmp_path, 
     def evaluated(*args, **kwargs):
         raise AssertionError("evaluation started")
 
-    monkeypatch.setattr(evaluate_run, "split_logits", evaluated)
+    monkeypatch.setattr(eval_context, "split_logits", evaluated)
     assert main(["eval", str(run.path), "--recalibrate-bn", images, "--limit", "20", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err

@@ -11,9 +11,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from .config import TrainConfig
-from ..data.files import MEAN, STD, load_split
+from ..data.files import load_split
 from .distributed import resolve_device
-from ..evaluation.errors import error_percent, has_random_masks, plot_curve, sample_curve, split_logits
+from ..evaluation.errors import error_percent, has_random_masks, plot_curve, sample_curve
+from .eval_context import EvalContext
 from .experiment import build_model, eval_splits
 from ..progress import Progress, plural
 from .rundir import RunDir, read_checkpoint, save_json
@@ -51,14 +52,6 @@ def load_target(target: str) -> Tuple[Dict[str, Any], Path, str, Optional[str]]:
     if path.is_file():
         return read_checkpoint(path), path.parent, path.name, None
     raise ValueError(f"{target}: no such run directory or checkpoint file")
-
-
-def _suffix(file_name: str) -> str:
-    """Outputs of a run's own checkpoint are ``eval-test.json``; of another file, ``eval-test.<its name>.json``."""
-    if file_name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        return ""
-    stem = Path(file_name).stem
-    return "." + (stem[len("checkpoint."):] if stem.startswith("checkpoint.") else stem)
 
 
 def check_options(samples: int, repeats: int, limit: Optional[int], recalibrate_bn: int, delta: float, shift: bool,
@@ -149,71 +142,67 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     cfg.data_dir, cfg.eval_limit = data_dir or cfg.data_dir, limit or cfg.eval_limit
     model, dev = _model(state, cfg, device, shift, samples if samples_given else None)
     train_split, splits = _data(cfg, split, recalibrate_bn)
-    chosen, suffix, stamp = splits[split], _suffix(file_name), {"checkpoint": file_name, "seed": seed}
-    passes = samples if has_random_masks(model) else 0
-    if uncertainty and not passes:
+    ctx = EvalContext(model, cfg, dev, splits, split, out_dir, file_name, seed, progress,
+                      passes=samples if has_random_masks(model) else 0)
+    if uncertainty and not ctx.passes:
         warn("--uncertainty: this model has no random masks, so only deterministic inference is reported (no "
              "stochastic rows, no mutual information)")
     torch.manual_seed(seed)  # every mask drawn from here on
-    result, logits = _figures(model, cfg, chosen, split, dev, passes, file_name, seed, adaptive, progress)
+    result = _figures(ctx, adaptive)
     if fallback:
         result["checkpoint_note"] = fallback
-    if passes and repeats:
-        result["curve"] = _curve(model, cfg, chosen, dev, passes, repeats, logits["passes"].softmax(-1),
-                                 out_dir / f"figure2-{split}{suffix}", result["stochastic_error"], progress, stamp)
-    if passes and adaptive:
-        result["adaptive"] = {**eval_extras.run_adaptive(model, chosen, MEAN[cfg.dataset], STD[cfg.dataset], dev,
-                                                         delta, passes, result["stochastic_error"], progress), **stamp}
+    if ctx.passes and repeats:
+        result["curve"] = _curve(ctx, repeats, result["stochastic_error"])
+    if ctx.passes and adaptive:
+        result["adaptive"] = {**eval_extras.run_adaptive(ctx, delta, result["stochastic_error"]), **ctx.stamp}
     if uncertainty:
-        eval_extras.run_uncertainty(model, cfg, splits, split, logits, dev, passes, out_dir, suffix, progress)
+        eval_extras.run_uncertainty(ctx)
     if shift:
-        eval_extras.run_shift(model, cfg, splits, split, logits, dev, passes, out_dir, suffix, corruptions, severities,
-                              progress, seed)
+        eval_extras.run_shift(ctx, corruptions, severities)
     if recalibrate_bn:
-        result["bn_recalibrated"] = {**eval_extras.run_recalibration(
-            model, state, cfg, train_split, chosen, dev, recalibrate_bn, out_dir, file_name, result, progress, seed),
-            **stamp}
-    _save_eval(result, out_dir / f"eval-{split}{suffix}.json")
+        result["bn_recalibrated"] = {**eval_extras.run_recalibration(ctx, state, train_split, recalibrate_bn, result),
+                                     **ctx.stamp}
+    _save_eval(result, ctx.path("eval", ".json"))
     return result
 
 
-def _figures(model, cfg, chosen, split, dev, passes, file_name, seed, adaptive, progress):
-    """Deterministic and stochastic error of the split, printed; the result dict and the logits."""
-    n = len(chosen["labels"])
+def _figures(ctx: EvalContext, adaptive: bool) -> Dict[str, Any]:
+    """Deterministic and stochastic error of the split, printed; keeps the logits in ``ctx``."""
+    chosen, passes = ctx.chosen, ctx.passes
     what = f"deterministic and {plural(passes, 'pass')}" if passes else "deterministic"
-    bar = Progress(n, f"evaluating {split} ({what})", unit="img", enabled=progress)
-    logits = split_logits(model, chosen["images"], chosen["labels"], MEAN[cfg.dataset], STD[cfg.dataset], dev, passes,
-                          progress=bar.update)
-    bar.close()
-    y = logits["labels"]
-    result: Dict[str, Any] = {"note": chosen["note"], "checkpoint": file_name, "seed": seed, "images": n,
-                              "deterministic_error": error_percent(logits["deterministic"], y)}
-    line = f"{split} ({chosen['note']}): deterministic error {result['deterministic_error']:.2f}%"
+    ctx.logits = ctx.logits_of(chosen["images"], chosen["labels"], passes, f"evaluating {ctx.split} ({what})")
+    y = ctx.logits["labels"]
+    result: Dict[str, Any] = {"note": chosen["note"], **ctx.stamp, "images": len(y),
+                              "deterministic_error": error_percent(ctx.logits["deterministic"], y)}
+    line = f"{ctx.split} ({chosen['note']}): deterministic error {result['deterministic_error']:.2f}%"
     if not passes:
         print(line + "; the model has no random masks, so stochastic inference equals deterministic"
               + (" (and adaptive inference needs one pass)" if adaptive else ""))
     else:
-        result.update(stochastic_error=error_percent(logits["passes"].softmax(-1).mean(0), y), samples=passes)
+        result.update(stochastic_error=error_percent(ctx.logits["passes"].softmax(-1).mean(0), y), samples=passes)
         print(line + f", stochastic error ({plural(passes, 'pass')}) {result['stochastic_error']:.2f}%")
-    return result, logits
+    return result
 
 
-def _curve(model, cfg, chosen, dev, samples, repeats, first, stem: Path, evaluated: float, progress,
-           stamp: Dict[str, Any]) -> Dict:
-    n = len(chosen["labels"])
+def _curve(ctx: EvalContext, repeats: int, evaluated: float) -> Dict:
+    """Figure 2 over ``repeats`` repetitions, the first being the stochastic evaluation's own passes."""
+    chosen, samples, n = ctx.chosen, ctx.passes, len(ctx.chosen["labels"])
     bar = Progress(n * (repeats - 1), f"figure 2: {repeats - 1} more sweeps over {n:,} images, "
-                                      f"{plural(samples, 'pass')} each", unit="img", enabled=progress and repeats > 1)
-    curve = sample_curve(model, chosen["images"], chosen["labels"], MEAN[cfg.dataset], STD[cfg.dataset], dev, samples,
-                         repeats, progress=bar.update, first=first)
+                                      f"{plural(samples, 'pass')} each", unit="img",
+                   enabled=ctx.progress and repeats > 1)
+    mean, std = ctx.normalisation
+    curve = sample_curve(ctx.model, chosen["images"], chosen["labels"], mean, std, ctx.device, samples, repeats,
+                         progress=bar.update, first=ctx.logits["passes"].softmax(-1))
     bar.close()
-    curve.update(note=chosen["note"], **stamp)
+    curve.update(note=chosen["note"], **ctx.stamp)
     curve["first_repetition"] = "the stochastic evaluation of eval JSON (same draws)"
-    save_json(curve, stem.parent / (stem.name + ".json"))
-    plot_curve(curve, stem.parent / (stem.name + ".png"),
-               f"{cfg.preset or cfg.model}: error vs passes, {chosen['note']}, {repeats} repetitions")
+    save_json(curve, ctx.path("figure2", ".json"))
+    plot_curve(curve, ctx.path("figure2", ".png"),
+               f"{ctx.name}: error vs passes, {chosen['note']}, {repeats} repetitions")
     for k in sorted({1, 2, 5, 10, samples} & set(curve["samples"])):
         print(f"  {plural(k, 'pass'):>10}: {curve['mean_error'][k - 1]:.2f}% +- {curve['standard_error'][k - 1]:.2f} "
               f"(mean +- standard error of {repeats} repetitions)")
     print(f"repetition 1 of the curve is the stochastic evaluation above ({evaluated:.2f}%); the curve at "
-          f"{plural(samples, 'pass')} is the mean of all {repeats}. Written to {stem}.png and .json")
+          f"{plural(samples, 'pass')} averages all {repeats} repetitions. Written to {ctx.path('figure2', '.png')} "
+          f"and .json")
     return curve
