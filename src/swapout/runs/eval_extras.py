@@ -166,7 +166,7 @@ def run_shift(ctx: EvalContext, corruptions, severities) -> Dict[str, Any]:
                f"{ctx.name}, corrupted copies of {chosen['note']} (in the manner of CIFAR-10-C), "
                f"{plural(samples, 'pass') if samples else 'deterministic only'}")
     modes = list(result["summary"]["0"])
-    print(f"dataset shift ({len(corruptions)} corruptions, mean over them; {chosen['note']}; temperature "
+    print(f"dataset shift ({plural(len(corruptions), 'corruption')}, mean over them; {chosen['note']}; temperature "
           f"{next(iter(result['temperature'].values()))['how']}): error % / NLL / ECE %")
     print(f"  {'severity':<9}" + "".join(f"{m:>24}" for m in modes))
     for s, row in result["summary"].items():
