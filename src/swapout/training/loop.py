@@ -23,6 +23,7 @@ from .packing import pack
 from ..data.pipeline import TrainLoader
 from ..progress import Progress, plural
 from ..runs.rundir import RunDir
+from .hooks import Hooks
 from .step import TrainStep, prepare_model, resolve_speed
 from .records import Member, TrainingRecords, TrainingStopped, TrainState
 
@@ -37,8 +38,9 @@ class Training(TrainingRecords):
     """Set up, run and evaluate ``members`` (one, or a pack checkpointed in ``pack_run``)."""
 
     def __init__(self, members: Sequence[Member], pack_run: Optional[RunDir], proc: Process, progress: bool,
-                 log: Callable[[str], None]):
+                 log: Callable[[str], None], hooks: Optional[Hooks] = None):
         self.members, self.pack_run, self.proc, self.progress, self.log = list(members), pack_run, proc, progress, log
+        self.hooks = hooks or Hooks()
         self.cfg, self.runs = members[0].cfg, len(members)
         if self.runs > 1 and proc.world > 1:
             raise ValueError("a pack trains in one process; run data-parallel training without packing")
@@ -110,6 +112,7 @@ class Training(TrainingRecords):
         self._setup(resume)
         cfg, state = self.cfg, self.state
         self.log(self._describe())
+        self.hooks.on_start(self)
         signalled = None
         self.max_steps_reached = cfg.max_steps is not None and state.global_step >= cfg.max_steps
         with stop_signals() as received:
@@ -119,6 +122,7 @@ class Training(TrainingRecords):
                     break
                 complete = state.step >= len(self.loaders[0])
                 self._end_epoch(complete)
+                self.hooks.on_epoch_end(self, complete)
                 if complete:
                     state.epoch, state.step = state.epoch + 1, 0
                     state.sums = [[0.0, 0, 0] for _ in self.members]
@@ -128,9 +132,12 @@ class Training(TrainingRecords):
             self.log(f"stopped by {signalled} at epoch {state.epoch + 1}, step {state.step}; checkpoint written. "
                      f"Resume with: " + (f"swapout train --resume {self.members[0].run.path}" if self.pack_run is None
                                          else f"swapout train --pack-dir {self.pack_run.path}"))
-            return [{"stopped": signalled, "epoch": state.epoch, "step": state.step}] * self.runs
-        return [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
-                for g in range(self.runs)]
+            results = [{"stopped": signalled, "epoch": state.epoch, "step": state.step}] * self.runs
+        else:
+            results = [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
+                       for g in range(self.runs)]
+        self.hooks.on_end(self, results)
+        return results
 
     def _describe(self) -> str:
         cfg, n = self.cfg, len(self.loaders[0])
@@ -193,6 +200,7 @@ class Training(TrainingRecords):
                 if not self.state.failed[g] and (f.first_bad >= 0 or self.runs == 1):
                     self._fail(g, self._where_bad(f.first_bad), bar)
         self.state.sums = [[f.loss_sum, f.right, f.images] for f in figures]
+        self.hooks.on_read(self, figures)
         return signal_seen
 
     def _bar_figures(self) -> Dict[str, float]:

@@ -29,6 +29,7 @@ from ..runs.config import TrainConfig
 from ..runs.distributed import process_group
 from ..runs.experiment import build_model
 from ..runs.rundir import RunDir, save_json
+from .hooks import Hook, Hooks
 from .loop import READ_EVERY, Member, TrainingStopped, TrainState, Training
 
 __all__ = ["train", "train_pack", "write_pack", "read_pack", "TrainState", "TrainingStopped", "READ_EVERY"]
@@ -40,15 +41,16 @@ def _stderr(s: str) -> None:
     print(s, file=sys.stderr)
 
 
-def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True, log: _Log = _stderr
-          ) -> Dict[str, Any]:
+def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True, log: _Log = _stderr,
+          hooks: Sequence[Hook] = ()) -> Dict[str, Any]:
     """Train (or resume) a run in ``run_dir`` and evaluate it; returns the contents of results.json.
 
     Raises ValueError for a bad config, unusable data or an unwritable directory (before writing
     anything), and :class:`TrainingStopped` if the loss stops being finite. Returns early, with a
     checkpoint written and ``results["stopped"]`` naming the signal, when SIGINT or SIGTERM arrives.
+    ``hooks``: :class:`swapout.training.hooks.Hook` instances, called at the loop's named points.
     """
-    return _run([cfg], [run_dir], None, resume, progress, log)[0]
+    return _run([cfg], [run_dir], None, resume, progress, log, hooks)[0]
 
 
 def write_pack(pack_dir, cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any]) -> None:
@@ -86,7 +88,7 @@ def train_pack(pack_dir, resume: Optional[bool] = None, progress: bool = True, l
 
 
 def _run(cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any], pack_dir: Optional[Path], resume: bool,
-         progress: bool, log: _Log) -> List[Dict[str, Any]]:
+         progress: bool, log: _Log, hooks: Sequence[Hook] = ()) -> List[Dict[str, Any]]:
     models = []
     for cfg in cfgs:
         torch.manual_seed(cfg.seed)  # the initial weights follow the seed, as in a solo run
@@ -98,5 +100,5 @@ def _run(cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any], pack_dir: Optiona
     members = [Member(cfg, RunDir(path), model) for cfg, path, model in zip(cfgs, run_dirs, models)]
     with process_group(cfgs[0].device) as proc:
         training = Training(members, RunDir(pack_dir) if pack_dir is not None else None, proc,
-                            progress and proc.lead, log if proc.lead else (lambda s: None))
+                            progress and proc.lead, log if proc.lead else (lambda s: None), Hooks(hooks, proc.lead))
         return training.run(resume)

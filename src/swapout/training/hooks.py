@@ -1,0 +1,70 @@
+"""Hooks: code of your own at the loop's named points, in the spirit of Lightning's callbacks.
+
+Subclass :class:`Hook`, override what you need, and pass instances to :func:`swapout.training.train.train`
+(``hooks=[...]``). Each method receives the running :class:`swapout.training.loop.Training`: its
+``cfg``, its ``state`` (epoch, step within it, global step, training time), its ``members`` (each run's
+config, run directory and network) and ``model`` (the network being trained: a pack's, when packed).
+Hooks run on the lead process only, and must not change the training: an exact resume replays the
+same steps whatever the hooks did.
+
+    class Saver(swapout.training.hooks.Hook):
+        def on_epoch_end(self, training, complete):
+            torch.save(training.model.state_dict(), f"weights-{training.state.epoch}.pt")
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+__all__ = ["Hook", "Hooks"]
+
+
+class Hook:
+    """The points of the loop; every method does nothing until overridden."""
+
+    def on_start(self, training) -> None:
+        """After setup (data, network, optimiser, resumed state), before the first step."""
+
+    def on_read(self, training, figures: List[Any]) -> None:
+        """After the running figures are read from the device (every step on a CPU, every 50 on a GPU):
+        each run's :class:`swapout.training.step.StepFigures` of the epoch so far."""
+
+    def on_epoch_end(self, training, complete: bool) -> None:
+        """After each run's row of metrics.jsonl is written; ``complete`` is False when the epoch was cut
+        short (by --max-steps)."""
+
+    def on_checkpoint(self, training) -> None:
+        """After a checkpoint is written."""
+
+    def on_end(self, training, results: List[Dict[str, Any]]) -> None:
+        """After the final evaluation (or the stop by a signal): each run's results."""
+
+
+class Hooks(Hook):
+    """Several hooks as one, called in order; the loop holds one of these."""
+
+    def __init__(self, hooks: Sequence[Hook] = (), lead: bool = True):
+        for hook in hooks:
+            if not isinstance(hook, Hook):
+                raise TypeError(f"hooks must be swapout.training.hooks.Hook instances, got {type(hook).__name__}")
+        self.hooks = list(hooks) if lead else []
+
+    def on_start(self, training) -> None:
+        for hook in self.hooks:
+            hook.on_start(training)
+
+    def on_read(self, training, figures) -> None:
+        for hook in self.hooks:
+            hook.on_read(training, figures)
+
+    def on_epoch_end(self, training, complete) -> None:
+        for hook in self.hooks:
+            hook.on_epoch_end(training, complete)
+
+    def on_checkpoint(self, training) -> None:
+        for hook in self.hooks:
+            hook.on_checkpoint(training)
+
+    def on_end(self, training, results) -> None:
+        for hook in self.hooks:
+            hook.on_end(training, results)
