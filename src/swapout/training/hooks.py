@@ -40,8 +40,8 @@ class Hook:
         """After the final evaluation (or the stop by a signal): each run's results."""
 
 
-class Hooks(Hook):
-    """Several hooks as one, called in order; the loop holds one of these."""
+class Hooks:
+    """Several hooks as one: ``call(point, training, ...)`` calls that method of each, in order."""
 
     def __init__(self, hooks: Sequence[Hook] = (), lead: bool = True):
         for hook in hooks:
@@ -49,22 +49,6 @@ class Hooks(Hook):
                 raise TypeError(f"hooks must be swapout.training.hooks.Hook instances, got {type(hook).__name__}")
         self.hooks = list(hooks) if lead else []
 
-    def on_start(self, training) -> None:
+    def call(self, point: str, training, *args) -> None:
         for hook in self.hooks:
-            hook.on_start(training)
-
-    def on_read(self, training, figures) -> None:
-        for hook in self.hooks:
-            hook.on_read(training, figures)
-
-    def on_epoch_end(self, training, complete) -> None:
-        for hook in self.hooks:
-            hook.on_epoch_end(training, complete)
-
-    def on_checkpoint(self, training) -> None:
-        for hook in self.hooks:
-            hook.on_checkpoint(training)
-
-    def on_end(self, training, results) -> None:
-        for hook in self.hooks:
-            hook.on_end(training, results)
+            getattr(hook, point)(training, *args)

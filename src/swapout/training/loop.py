@@ -112,7 +112,7 @@ class Training(TrainingRecords):
         self._setup(resume)
         cfg, state = self.cfg, self.state
         self.log(self._describe())
-        self.hooks.on_start(self)
+        self.hooks.call("on_start", self)
         signalled = None
         self.max_steps_reached = cfg.max_steps is not None and state.global_step >= cfg.max_steps
         with stop_signals() as received:
@@ -122,7 +122,7 @@ class Training(TrainingRecords):
                     break
                 complete = state.step >= len(self.loaders[0])
                 self._end_epoch(complete)
-                self.hooks.on_epoch_end(self, complete)
+                self.hooks.call("on_epoch_end", self, complete)
                 if complete:
                     state.epoch, state.step = state.epoch + 1, 0
                     state.sums = [[0.0, 0, 0] for _ in self.members]
@@ -136,7 +136,7 @@ class Training(TrainingRecords):
         else:
             results = [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
                        for g in range(self.runs)]
-        self.hooks.on_end(self, results)
+        self.hooks.call("on_end", self, results)
         return results
 
     def _describe(self) -> str:
@@ -200,7 +200,7 @@ class Training(TrainingRecords):
                 if not self.state.failed[g] and (f.first_bad >= 0 or self.runs == 1):
                     self._fail(g, self._where_bad(f.first_bad), bar)
         self.state.sums = [[f.loss_sum, f.right, f.images] for f in figures]
-        self.hooks.on_read(self, figures)
+        self.hooks.call("on_read", self, figures)
         return signal_seen
 
     def _bar_figures(self) -> Dict[str, float]:

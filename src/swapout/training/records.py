@@ -100,7 +100,7 @@ class TrainingRecords:
                 "optimizer": unpack_optimizer_state(optimizer, self.runs, g)}
             sums_g = sums if self.runs == 1 else [s[g] for s in sums]
             m.run.save_checkpoint({**own, "state": {**common, "sums": sums_g}, "rng": rngs, "config": m.cfg.to_dict()})
-        self.hooks.on_checkpoint(self)
+        self.hooks.call("on_checkpoint", self)
 
     def _end_epoch(self, complete: bool) -> None:
         """Append each run's row to its metrics.jsonl (training figures over all processes, validation error)."""
