@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 import torch
+from test_convert import _joins, _recovered_masks
 
 import swapout
-from test_convert import _joins, _recovered_masks
 
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")

@@ -5,8 +5,8 @@ import torch
 
 import swapout
 from swapout import methods
-from swapout.runs.config import TrainConfig
 from swapout.data.files import DataError
+from swapout.runs.config import TrainConfig
 from swapout.training.train import train
 
 

@@ -13,8 +13,7 @@ from .evaluation.shift import evaluate_shift, plot_shift
 from .evaluation.uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature,
                                      mutual_information, ood_metrics)
 from .evaluation.uncertainty_report import uncertainty_report
-from .layers import (Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin,
-                     SwapoutN)
+from .layers import Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin, SwapoutN
 from .methods import METHODS, JoinSpec
 from .models import create_model, list_models, register_model
 from .ops import mask_shape, skipforward, swapout, swapout_sum

@@ -10,10 +10,10 @@ Set ``TRITON_INTERPRET=1`` to run these kernels on CPU tensors (slowly), as the 
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-import torch
 
 _TILES = 16  # tiles of 64 elements per program: 1024 elements
 

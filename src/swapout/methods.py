@@ -13,8 +13,7 @@ from typing import List, Optional, Tuple
 from torch import nn
 
 from .checks import check_granularity
-from .layers import (SKIPFORWARD_ON, Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth,
-                     Swapout)
+from .layers import SKIPFORWARD_ON, Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout
 from .schedules import ScheduleLike, parse_schedule
 
 __all__ = ["METHODS", "DEFAULT_SCHEDULE", "JoinSpec"]

@@ -13,13 +13,13 @@ import torch
 import swapout.runs.config
 import swapout.runs.report
 import swapout.training.train
-from swapout.training import sweep
-from swapout.cli.main import build_parser, main
 from swapout.cli.checks import eval_options, sweep_setup, train_config
+from swapout.cli.main import build_parser, main
 from swapout.runs.config import TrainConfig
 from swapout.runs.distributed import Process
 from swapout.runs.evaluate import check_options
 from swapout.runs.report import report_table, seed_table
+from swapout.training import sweep
 
 SWAPOUT = "short/cpu-20-w1-swapout"
 

@@ -8,7 +8,6 @@ from torch import nn
 
 from swapout.evaluation.adaptive import adaptive_from_passes, adaptive_predict, min_passes
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import swapout
-from swapout.data import files as data
 from swapout.cli.main import main
-from swapout.runs.config import TrainConfig
-from swapout.runs.experiment import build_model
+from swapout.data import files as data
 from swapout.data.pipeline import eval_batches
 from swapout.evaluation.recalibrate import batchnorms_after_random_joins, recalibrate_bn
+from swapout.runs.config import TrainConfig
+from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir, read_checkpoint
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),

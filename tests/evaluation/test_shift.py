@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from swapout import evaluate_shift
-from swapout.data import files as data
 from swapout.cli.main import main
+from swapout.data import files as data
+from swapout.evaluation.shift import bootstrap_means, shift_table, wilson_interval
+from swapout.layers import Swapout
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
-from swapout.layers import Swapout
 from swapout.runs.rundir import RunDir
-from swapout.evaluation.shift import bootstrap_means, shift_table, wilson_interval
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")

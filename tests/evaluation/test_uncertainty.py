@@ -6,11 +6,17 @@ import pytest
 import torch
 
 from swapout.evaluation.plots import plot_reliability
-from swapout.evaluation.uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature,
-                                 mutual_information, ood_metrics, probabilities, reliability_bins)
+from swapout.evaluation.uncertainty import (
+    calibration_metrics,
+    cross_fit_temperature,
+    entropy,
+    fit_temperature,
+    mutual_information,
+    ood_metrics,
+    probabilities,
+    reliability_bins,
+)
 from swapout.evaluation.uncertainty_report import uncertainty_report
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from swapout.data import files as data
-from swapout.runs.config import TrainConfig
 from swapout.data.files import MEAN, STD, load_split
 from swapout.data.pipeline import TrainLoader
+from swapout.runs.config import TrainConfig
+from swapout.runs.experiment import build_model
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.step import prepare_model
-from swapout.runs.experiment import build_model
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")

@@ -12,10 +12,10 @@ from torch import nn
 
 import swapout.runs.eval_context as eval_context
 import swapout.runs.evaluate as evaluate_run
-from swapout.data import files as data
 from swapout.cli.main import main
-from swapout.runs.config import TrainConfig
+from swapout.data import files as data
 from swapout.evaluation.errors import sample_curve
+from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir
 

@@ -11,7 +11,6 @@ from swapout.runs import config
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 
-
 # -- the learning-rate schedule and the recipe's defaults ----------------------------------------------
 
 def test_learning_rate_schedule_of_the_paper():

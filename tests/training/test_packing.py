@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import swapout
-from swapout.data import files as data
 from swapout.cli.main import main
-from swapout.runs.config import TrainConfig
+from swapout.data import files as data
 from swapout.layers import StochasticDepth, Swapout
-from swapout.training.packing import PackedJoin, pack, pack_state, split_logits, unpack_state
+from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import read_checkpoint
+from swapout.training.packing import PackedJoin, pack, pack_state, split_logits, unpack_state
 from swapout.training.train import train, train_pack, write_pack
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),

@@ -11,15 +11,14 @@ import time
 
 import pytest
 
-from swapout.data import files as data
-from swapout.training import sweep
-from swapout.training import sweep_plan
-from swapout.training.sweep_packs import run_config
 from swapout.cli.checks import train_config
 from swapout.cli.main import build_parser, main
+from swapout.data import files as data
 from swapout.runs.config import TrainConfig, load_preset
 from swapout.runs.report import seed_table
 from swapout.runs.rundir import read_checkpoint
+from swapout.training import sweep, sweep_plan
+from swapout.training.sweep_packs import run_config
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")

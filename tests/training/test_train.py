@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from swapout.data import files as data
 from swapout.cli.main import main
+from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import RunDir, read_checkpoint
 from swapout.training.train import train

@@ -8,7 +8,8 @@ import sys
 import time
 from typing import List, Optional
 
-from .checks import UsageError, eval_options, overrides as _overrides, resume_note, sweep_setup, train_config, warn
+from .checks import UsageError, eval_options, resume_note, sweep_setup, train_config, warn
+from .checks import overrides as _overrides
 from .options import config_options, list_of, positive_float, positive_int
 
 

@@ -91,8 +91,8 @@ def config_options(parser: argparse.ArgumentParser, changes: Optional[Dict[str, 
     ``changes`` replaces the help of some fields (``argparse.SUPPRESS`` hides one that a subcommand
     takes elsewhere, as a sweep takes its seeds).
     """
-    from ..runs.config import TrainConfig
     from ..models import list_models
+    from ..runs.config import TrainConfig
 
     group = parser.add_argument_group("config fields (override the preset or the paper's defaults)")
     for f in dataclasses.fields(TrainConfig):

@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .inference import pass_logits
-from ..layers import SwapoutJoin
 from ..data.pipeline import eval_batches
+from ..layers import SwapoutJoin
+from .inference import pass_logits
 from .plots import plot_curve
 
 __all__ = ["evaluate_split", "sample_curve", "plot_curve", "split_logits", "has_random_masks", "curve_errors",

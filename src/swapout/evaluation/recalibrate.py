@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inference import using_inference
-from ..layers import SwapoutJoin
 from ..data.pipeline import TrainLoader, eval_batches
+from ..layers import SwapoutJoin
+from .inference import using_inference
 
 __all__ = ["recalibrate_bn", "batchnorms_after_random_joins", "LAYER_CHOICES", "STAT_CHOICES"]
 

@@ -35,11 +35,19 @@ from torch import Tensor, nn
 from ..cache import cache_dir
 from ..data.corruptions import BENCHMARK, SEVERITIES, check_corruptions, check_severities
 from ..data.files import MEAN, STD
-from .errors import has_random_masks, split_logits
-from ..progress import Progress
-from .shift_report import METRICS, MODES, intervals_note, bootstrap_means, error_halfwidth, plot_shift, shift_table, \
-    wilson_interval
 from ..data.shifted import images_digest, shifted_images
+from ..progress import Progress
+from .errors import has_random_masks, split_logits
+from .shift_report import (
+    METRICS,
+    MODES,
+    bootstrap_means,
+    error_halfwidth,
+    intervals_note,
+    plot_shift,
+    shift_table,
+    wilson_interval,
+)
 from .uncertainty import calibration_metrics, cross_fit_temperature, fit_temperature, probabilities
 
 __all__ = ["evaluate_shift", "plot_shift", "shift_table", "wilson_interval", "bootstrap_means", "MODES",

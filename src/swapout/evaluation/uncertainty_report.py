@@ -8,8 +8,17 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature, fold_assignment,
-                          mutual_information, ood_metrics, ood_scores, reliability_bins)
+from .uncertainty import (
+    calibration_metrics,
+    cross_fit_temperature,
+    entropy,
+    fit_temperature,
+    fold_assignment,
+    mutual_information,
+    ood_metrics,
+    ood_scores,
+    reliability_bins,
+)
 
 __all__ = ["uncertainty_report", "MODES"]
 

@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Optional
 
 from ..checks import GRANULARITIES, PRECISIONS, check_positive_int
 from ..data.files import DATASETS
+from ..data.pipeline import CROPS
 from ..layers import SKIPFORWARD_ON
 from ..methods import METHODS, JoinSpec
 from ..models import list_models
-from ..data.pipeline import CROPS
 
 __all__ = ["TrainConfig", "load_preset", "list_presets", "merge_preset", "learning_rate", "JOIN_FIELDS", "PAPER_EPOCHS",
            "PAPER_MILESTONES"]

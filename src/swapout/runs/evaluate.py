@@ -10,13 +10,13 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .config import TrainConfig
 from ..data.files import load_split
-from .distributed import resolve_device
 from ..evaluation.errors import error_percent, has_random_masks, plot_curve, sample_curve
+from ..progress import Progress, plural
+from .config import TrainConfig
+from .distributed import resolve_device
 from .eval_context import EvalContext
 from .experiment import build_model, eval_splits
-from ..progress import Progress, plural
 from .rundir import RunDir, read_checkpoint, save_json
 
 __all__ = ["evaluate_run", "load_target", "check_options"]

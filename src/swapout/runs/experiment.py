@@ -6,9 +6,9 @@ from typing import Any, Dict
 
 from torch import nn
 
-from .config import TrainConfig
 from ..data.files import NUM_CLASSES, Split
 from ..models import create_model
+from .config import TrainConfig
 
 __all__ = ["build_model", "eval_splits"]
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .config import PAPER_EPOCHS, list_presets
 from ..progress import plural
+from .config import PAPER_EPOCHS, list_presets
 from .rundir import RunDir
 
 __all__ = ["report_table", "seed_table"]

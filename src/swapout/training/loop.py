@@ -17,15 +17,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.files import MEAN, STD, load_split
-from ..runs.distributed import Process, stop_signals
-from ..runs.experiment import eval_splits
-from .packing import pack
 from ..data.pipeline import TrainLoader
 from ..progress import Progress, plural
+from ..runs.distributed import Process, stop_signals
+from ..runs.experiment import eval_splits
 from ..runs.rundir import RunDir
 from .hooks import Hooks
-from .step import TrainStep, prepare_model, resolve_speed
+from .packing import pack
 from .records import Member, TrainingRecords, TrainingStopped, TrainState
+from .step import TrainStep, prepare_model, resolve_speed
 
 __all__ = ["READ_EVERY", "TrainingStopped", "TrainState", "Member", "Training"]
 

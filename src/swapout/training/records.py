@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runs.config import TrainConfig
 from ..data.files import MEAN, STD
 from ..evaluation.errors import evaluate_split
-from .packing import unpack_optimizer_state, unpack_state
 from ..progress import Progress, plural
+from ..runs.config import TrainConfig
 from ..runs.rundir import RunDir, save_json
+from .packing import unpack_optimizer_state, unpack_state
 
 __all__ = ["TrainingStopped", "TrainState", "Member", "TrainingRecords"]
 

@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 
+from ..layers import SwapoutJoin
 from ..runs.config import TrainConfig, load_preset, merge_preset
 from ..runs.experiment import build_model
-from ..layers import SwapoutJoin
 from .packing import join_kind, pack
 
 __all__ = ["Pack", "run_config", "form_packs", "check_packable"]

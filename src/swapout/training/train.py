@@ -30,7 +30,7 @@ from ..runs.distributed import process_group
 from ..runs.experiment import build_model
 from ..runs.rundir import RunDir, save_json
 from .hooks import Hook, Hooks
-from .loop import READ_EVERY, Member, TrainingStopped, TrainState, Training
+from .loop import READ_EVERY, Member, Training, TrainingStopped, TrainState
 
 __all__ = ["train", "train_pack", "write_pack", "read_pack", "TrainState", "TrainingStopped", "READ_EVERY"]
 
