@@ -109,11 +109,13 @@ def available(x: Tensor) -> bool:
     return False
 
 
+# Under torch.func (vmap, grad, ...) tensors are wrappers without storage a kernel could read, and
+# vmap(randomness="different") needs masks drawn per batch entry: the reference op does both.
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
 def _transforms_active() -> bool:
-    # Under torch.func (vmap, grad, ...) tensors are wrappers without storage a kernel could read, and
-    # vmap(randomness="different") needs masks drawn per batch entry: the reference op does both.
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
+    return bool(_functorch_active())
 
 
 def _layout(x: Tensor) -> torch.memory_format:
