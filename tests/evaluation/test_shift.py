@@ -1,5 +1,6 @@
-"""Uncertainty under dataset shift: metrics on a synthetic shift with a known answer, intervals, resuming from the
-cache, and ``swapout eval --shift`` (its files, and one line with exit 2 for bad input)."""
+"""Uncertainty under dataset shift: metrics on a synthetic shift with a known answer, intervals, figures that depend
+on the seed only, resuming from the cache (never from a stale one), and ``swapout eval --shift`` (its files, and one
+line with exit 2 for bad input)."""
 
 import json
 import math
@@ -39,6 +40,34 @@ class Constant(nn.Module):
         z = torch.zeros(len(x), 10)
         z[:, 0] = self.a
         return z if self.join is None else z + self.join(torch.zeros_like(z), torch.zeros_like(z))
+
+
+class Tiny(nn.Module):
+    """Logits from the mean colour of each image quadrant, through a swapout join whose masks matter."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(4 * torch.randn(2, 12, 10, generator=gen), requires_grad=False)
+        self.join = Swapout(0.5, 0.5)
+
+    def forward(self, x):
+        z = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+        return self.join(z @ self.w[0], z @ self.w[1])
+
+
+def _labelled(n, seed):
+    """``n`` random images labelled by :class:`Tiny`'s deterministic answer, a third of the labels replaced at
+    random: a model with something to calibrate."""
+    images, _ = _set(n, 0.5, seed)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(data.MEAN["cifar10"]).view(3, 1, 1)
+         ) / torch.tensor(data.STD["cifar10"]).view(3, 1, 1)
+    z = nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+    tiny = Tiny()
+    labels = (0.5 * (z @ tiny.w[0] + z @ tiny.w[1])).argmax(1).numpy()
+    rng = np.random.default_rng(seed)
+    flip = rng.random(n) < 1 / 3
+    return images, np.where(flip, rng.integers(0, 10, n), labels)
 
 
 def _set(n, share0, seed=0):
@@ -108,6 +137,40 @@ def test_interrupted_evaluations_resume_from_the_cache_and_cross_fit_without_hel
     assert len(fitted["values"]) == 2 and "2-fold" in fitted["how"]
 
 
+def test_stochastic_figures_depend_on_the_seed_only():
+    """Two evaluations with the same seed give the same figures, whatever the global generator drew before:
+    the held-out images' passes, and so the stochastic temperature, are seeded too."""
+    images, labels = _labelled(40, 0)
+    grid = dict(corruptions=["contrast"], severities=[5], samples=3, calibration=_labelled(40, 1),
+                resamples=0, cache=False, progress=False)
+    results = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        results.append(evaluate_shift(Tiny(), images, labels, **grid))
+    first, second = results
+    assert first["temperature"] == second["temperature"]
+    assert first["summary"] == second["summary"] and first["corrupted"] == second["corrupted"]
+    other = evaluate_shift(Tiny(), images, labels, **{**grid, "seed": 1})
+    assert other["temperature"]["stochastic"] != first["temperature"]["stochastic"]
+
+
+def test_logits_of_a_changed_corruption_are_not_read_back(tmp_path, monkeypatch):
+    """The logits cache is keyed by the corrupted images themselves: when a corruption changes (and with it
+    the corrupted sets' cache version), its old logits are not reused."""
+    from swapout.data import shifted
+    from swapout.data.corruptions import CORRUPTIONS
+
+    monkeypatch.setenv("SWAPOUT_CACHE", str(tmp_path))
+    images, labels = _set(20, 0.5)
+    grid = dict(corruptions=["contrast"], severities=[1], samples=0, resamples=0, progress=False)
+    evaluate_shift(Tiny(), images, labels, **grid)
+    monkeypatch.setattr(shifted, "_VERSION", "changed")
+    monkeypatch.setitem(CORRUPTIONS, "contrast", CORRUPTIONS["contrast"]._replace(params=(0.05,) * 5))
+    cached = evaluate_shift(Tiny(), images, labels, **grid)
+    fresh = evaluate_shift(Tiny(), images, labels, **{**grid, "cache": False})
+    assert cached["corrupted"] == fresh["corrupted"]
+
+
 def test_api_rejects_stochastic_figures_without_masks_and_a_bad_grid():
     images, labels = _set(10, 0.5)
     with pytest.raises(ValueError, match="no random masks"):
@@ -116,6 +179,8 @@ def test_api_rejects_stochastic_figures_without_masks_and_a_bad_grid():
         evaluate_shift(Constant(), images, labels, corruptions=["frost"], cache=False, progress=False)
     with pytest.raises(ValueError, match="from 1 to 5"):
         evaluate_shift(Constant(), images, labels, severities=[6], cache=False, progress=False)
+    with pytest.raises(ValueError, match="corruption 'fog' given more than once"):
+        evaluate_shift(Constant(), images, labels, corruptions=["fog", "fog"], cache=False, progress=False)
 
 
 def _run(tmp_path, **config):
@@ -131,6 +196,8 @@ def _run(tmp_path, **config):
     (["--shift", "--corruptions", "frost"], "unknown corruption 'frost'"),
     (["--shift", "--severities", "1,6"], "severities must be integers from 1 to 5, got 6"),
     (["--corruptions", "fog"], "--corruptions and --severities go with --shift"),
+    (["--shift", "--corruptions", "fog,contrast,fog"], "corruption 'fog' given more than once; give each once"),
+    (["--shift", "--severities", "1,3,1"], "severity 1 given more than once"),
 ])
 def test_cli_bad_grid_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["eval", str(tmp_path / "no-run"), *argv]) == 2
@@ -147,10 +214,17 @@ def test_cli_stochastic_figures_of_a_model_without_masks_is_one_line_and_exit_2(
 
 @needs_data
 def test_cli_shift_writes_json_and_figure(tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
     monkeypatch.setenv("SWAPOUT_CACHE", str(tmp_path / "cache"))
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k))
     run = _run(tmp_path, val_split=49000)
     assert main(["eval", str(run.path), "--shift", "--samples", "2", "--repeats", "0", "--limit", "20",
                  "--corruptions", "contrast,gaussian_noise", "--severities", "5", "--quiet"]) == 0
+    legend = [t.get_text() for t in figures[-1].legends[0].get_texts()]
+    assert legend[0] == "resnet_v2_ours, seed 3: deterministic"  # the training seed tells two runs apart
+    assert "\n" not in figures[-1].get_suptitle() and figures[-1].get_suptitle().startswith("run: corrupted copies")
     result = json.loads((run.path / "shift-test.json").read_text())
     assert set(result["corrupted"]) == {"contrast", "gaussian_noise"} and set(result["summary"]) == {"0", "5"}
     assert set(result["summary"]["5"]) == {"deterministic", "deterministic+T", "stochastic", "stochastic+T"}

@@ -104,9 +104,10 @@ def _sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str = "bilinear", paddi
 
 
 def _motion(x: Tensor, radius: float, sigma: float, angles_deg: np.ndarray) -> Tensor:
-    """One-sided motion blur in the manner of ImageMagick's ``-motion-blur radius x sigma + angle`` (which
-    the original called through Wand): ``2*ceil(radius) + 1`` taps at whole-pixel offsets i = 0, 1, ...
-    along the angle, weighted exp(-i^2 / (2 sigma^2)), edges repeated."""
+    """One-sided motion blur as ImageMagick's ``-motion-blur radius x sigma + angle`` (which the original
+    called through Wand): ``2*ceil(radius) + 1`` taps i = 0, 1, ..., tap i read at (row + round(i sin a),
+    col + round(i cos a)) and weighted exp(-i^2 / (2 sigma^2)), edges repeated. Angle 0 smears along the
+    row; positive angles turn clockwise on the screen, since rows grow downwards."""
     n, _, h, w = x.shape
     taps = 2 * math.ceil(radius) + 1
     weights = torch.exp(-torch.arange(taps, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
@@ -115,7 +116,8 @@ def _motion(x: Tensor, radius: float, sigma: float, angles_deg: np.ndarray) -> T
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     out = torch.zeros_like(x)
     for i in range(taps):
-        dx, dy = torch.round(-i * torch.sin(a)), torch.round(i * torch.cos(a))
+        # ceil(v - 0.5) rounds halves up, as ImageMagick does; torch.round would round them to even
+        dy, dx = torch.ceil(i * torch.sin(a) - 0.5), torch.ceil(i * torch.cos(a) - 0.5)
         out += weights[i] * _sample(x, yy + dy, xx + dx, mode="nearest")
     return out
 
@@ -140,7 +142,7 @@ def clipped_zoom(x: Tensor, factor: float) -> Tensor:
 
 
 def zoom_blur(x: Tensor, factors, rng: np.random.Generator) -> Tensor:
-    """The mean of the image and its zooms by each of ``factors`` (1 to 1.05 ... 1.25 in steps of 0.01)."""
+    """The mean of the image and its zooms by each of ``factors`` (1, 1.01, ... up to 1.06 ... 1.25)."""
     out = x.clone()
     for f in factors:
         out += clipped_zoom(x, float(f))
@@ -187,8 +189,8 @@ def fog(x: Tensor, c, rng: np.random.Generator) -> Tensor:
 def snow(x: Tensor, c, rng: np.random.Generator) -> Tensor:
     """Snowflakes: Gaussian noise (mean c[0], sd c[1]) zoomed by c[2], kept above c[3], motion-blurred
     (radius c[4], sigma c[5], angle uniform in [-135, -45] degrees), added twice (once rotated by 180
-    degrees) to the image whitened as c[6]*x + (1 - c[6])*max(x, 1.5*grey + 0.5). The motion blur is the
-    ImageMagick-style kernel of :func:`motion_blur`."""
+    degrees) to the image whitened as c[6]*x + (1 - c[6])*max(x, 1.5*grey + 0.5). The blur is ImageMagick's
+    motion blur, as in :func:`motion_blur`: angles near -90 degrees streak the flakes up and down."""
     n, _, h, w = x.shape
     layer = torch.from_numpy(rng.normal(c[0], c[1], size=(n, 1, h, w))).float()
     layer = clipped_zoom(layer, c[2])

@@ -129,7 +129,8 @@ CORRUPTIONS: Dict[str, Corruption] = {
                              "blur"),
     # blur: ImageMagick motion blur (radius, sigma), angle uniform in [-45, 45] degrees
     "motion_blur": Corruption(cf.motion_blur, ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)), "blur"),
-    # blur: zoom factors 1, 1.01, ... up to 1.05, 1.10, 1.15, 1.20, 1.25
+    # blur: zoom factors 1, 1.01, ... up to 1.06, 1.11, 1.15, 1.20, 1.25: in floating point arange's first two
+    # stops are not excluded (0.06 / 0.01 > 6), in the original as here
     "zoom_blur": Corruption(cf.zoom_blur, tuple(tuple(np.arange(1, top, 0.01)) for top in
                                                 (1.06, 1.11, 1.16, 1.21, 1.26)), "blur"),
     # weather: (noise mean, noise sd, zoom, threshold, blur radius, blur sigma, image weight)
@@ -162,20 +163,38 @@ BENCHMARK = tuple(k for k, v in CORRUPTIONS.items() if v.family != "extra")
 EXTRA = tuple(k for k, v in CORRUPTIONS.items() if v.family == "extra")
 
 
+def _repeated(values: Sequence) -> list:
+    """The values that occur more than once, each named once, in order."""
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    return twice
+
+
 def check_corruptions(names: Sequence[str]) -> Tuple[str, ...]:
-    """``names`` as a tuple, or a ValueError naming the unknown ones and the available ones."""
+    """``names`` as a tuple, or a ValueError naming the unknown ones and the available ones, or the repeated ones
+    (a grid that held one twice would weigh it twice in every mean over corruptions)."""
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
         raise ValueError(f"unknown corruption {', '.join(map(repr, unknown))}; choose from {', '.join(CORRUPTIONS)}")
     if not names:
         raise ValueError("no corruption given")
+    twice = _repeated(names)
+    if twice:
+        raise ValueError(f"corruption {', '.join(map(repr, twice))} given more than once; give each once")
     return tuple(names)
 
 
 def check_severities(severities: Sequence[int]) -> Tuple[int, ...]:
+    """``severities`` as a tuple, or a ValueError for one outside 1-5, none, or a repeated one."""
     bad = [s for s in severities if isinstance(s, bool) or s not in SEVERITIES]
     if bad or not severities:
         raise ValueError(f"severities must be integers from 1 to 5, got {', '.join(map(str, bad or ['none']))}")
+    twice = _repeated(severities)
+    if twice:
+        raise ValueError(f"severity {', '.join(map(str, twice))} given more than once; give each once")
     return tuple(severities)
 
 

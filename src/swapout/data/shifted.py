@@ -4,7 +4,7 @@
 set of uint8 images. The random draws come from a generator seeded by (seed, corruption, severity,
 chunk of 1,000 images), so the same inputs and seed always give the same images. The result is kept
 under the cache directory (``$SWAPOUT_CACHE``, see :mod:`swapout.cache`) in
-``shift/shift-v1-<dataset>-<corruption>-<severity>-<seed>-<n>-<inputs>.npz``, where ``<inputs>``
+``shift/shift-v2-<dataset>-<corruption>-<severity>-<seed>-<n>-<inputs>.npz``, where ``<inputs>``
 starts the SHA-256 of the clean images; the file also holds the SHA-256 of the corrupted images,
 checked on every load: a file that fails the check (or cannot be read) is generated again.
 """
@@ -25,7 +25,9 @@ from .corruptions import check_corruptions, check_severities, corrupt
 __all__ = ["shifted_images", "shift_cache_path", "images_digest", "CHUNK"]
 
 CHUNK = 1000  # images per batch of random draws; part of what makes a set reproducible
-_VERSION = "v1"  # bump when a corruption changes, so that old cached sets are not reused
+# bump when a corruption changes, so that old cached sets are not reused (v2: motion blur and snow's
+# streaks turned by 90 degrees, to ImageMagick's direction)
+_VERSION = "v2"
 
 
 def images_digest(images: np.ndarray) -> str:

@@ -81,6 +81,8 @@ def _model_digest(model: nn.Module) -> str:
 def _logits(model, images, labels, mean, std, device, samples, rng_key: int, path: Optional[Path], bar) -> Dict:
     """Deterministic logits and ``samples`` passes on one set, the masks seeded by ``rng_key``; read from
     ``path`` if there, else computed and saved there (atomically), so that an interrupted study resumes."""
+    if path is not None:  # named by the set's own digest too: a set that a changed corruption replaced is not reused
+        path = path.with_name(f"{path.stem}-{images_digest(images)[:16]}{path.suffix}")
     if path is not None and path.exists():
         try:
             out = torch.load(path, weights_only=True)
@@ -150,12 +152,16 @@ def _summarise(cells: Sequence[Dict[str, Dict]]) -> Dict[str, Dict]:
     return {mode: {k: round(float(np.mean([c[mode][k] for c in cells])), 5) for k in METRICS} for mode in cells[0]}
 
 
-def _as_logits(model, given, mean, std, device, samples, label, bar_on) -> Optional[Dict]:
+def _as_logits(model, given, mean, std, device, samples, label, bar_on, seed: int) -> Optional[Dict]:
+    """Logits of ``given`` images, their masks seeded from ``seed``: the temperatures fitted on them must
+    not depend on what drew from the global generator before."""
     if given is None or isinstance(given, dict):
         return given
     images, labels = given
     bar = Progress(len(labels), label, unit="img", enabled=bar_on)
-    out = split_logits(model, images, labels, mean, std, device, samples, progress=bar.update)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1_000_003 + zlib.crc32(b"calibration"))
+        out = split_logits(model, images, labels, mean, std, device, samples, progress=bar.update)
     bar.close()
     return out
 
@@ -174,7 +180,7 @@ def evaluate_shift(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, 
         corruptions, severities: the grid (default: the 14 benchmark corruptions x severities 1-5).
         samples: stochastic passes; 0 evaluates deterministic inference only. A model without random
             masks (a plain ResNet) must use 0: its passes would all be the deterministic one.
-        seed: seeds the corruptions, the masks and the cross-fitting folds.
+        seed: seeds the corruptions, every set's masks (held-out images' too) and the folds: one seed, one result.
         calibration: clean held-out images for the temperatures, as ``(images, labels)`` or as logits
             ``{"labels", "deterministic", "passes"}``; None: 2-fold cross-fitting on ``images``.
         clean: the logits of the clean ``images`` if already computed (same keys).
@@ -196,7 +202,7 @@ def evaluate_shift(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, 
     bar = Progress(len(labels) * (1 + len(corruptions) * len(severities)), f"clean and corrupted sets "
                    f"({len(corruptions)} x {len(severities)}, {samples} passes)", unit="img", enabled=progress)
     clean = run(images, seed, "clean", seed) if clean is None else bar.update(len(labels)) or clean
-    calibration = _as_logits(model, calibration, mean, std, device, samples, "held-out clean images", progress)
+    calibration = _as_logits(model, calibration, mean, std, device, samples, "held-out clean images", progress, seed)
     y = clean["labels"]
     temps = _temperatures(clean, calibration, bool(samples), seed)
     clean_probs = _mode_probs(clean, temps)

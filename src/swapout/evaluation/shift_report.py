@@ -99,27 +99,79 @@ def shift_table(result: Dict[str, Any], metrics=("error", "nll", "ece")) -> str:
     return "\n".join(lines)
 
 
+MARKERS = {"deterministic": "o", "deterministic+T": "s", "stochastic": "^", "stochastic+T": "D"}
+
+
+def _broken(xs: Sequence[float], ys: Sequence[float], sev: Sequence[int]):
+    """``xs``, ``ys`` with a NaN between severities that are not neighbours, so that a line is drawn only from
+    one evaluated severity to the next, never across one that was not evaluated."""
+    bx, by = [], []
+    for j, (x, y) in enumerate(zip(xs, ys)):
+        if j and sev[j] != sev[j - 1] + 1:
+            bx.append(float("nan"))
+            by.append(float("nan"))
+        bx.append(x)
+        by.append(y)
+    return bx, by
+
+
 def plot_shift(results: Dict[str, Dict[str, Any]], path: os.PathLike, title: str = "") -> None:
-    """ECE and error (mean over corruptions) against severity, 0 = clean, one line per model and mode
-    (the figure style of Ovadia et al.), written as a PNG. ``results``: label -> :func:`evaluate_shift`."""
+    """ECE and error (mean over corruptions) against severity, 0 = clean, written as a PNG: the figure style of
+    Ovadia et al., one line per model and mode.
+
+    Args:
+        results: label -> :func:`evaluate_shift` result; the labels name the lines, so they should tell the
+            models or runs apart (say, the run's folder and seed).
+        path: where to write the PNG (960 x 480 pixels).
+        title: a title over both panels, best kept to one line.
+
+    Each line's marks are shifted sideways by a few hundredths of a severity, so that lines with equal values
+    (deterministic inference with and without a temperature have the same error) stay visible; a vertical bar
+    is the 95% bootstrap interval of the mean, where the result holds one. The axis has ticks only at the
+    evaluated severities, and lines join neighbouring severities only.
+    """
+    from matplotlib.lines import Line2D
+
     from .plots import _figure, _title
 
-    fig = _figure(9.6, 4.2)
+    lines = [(label, mode) for label, res in results.items() for mode in res["summary"]["0"]]
+    if not lines:
+        raise ValueError("plot_shift needs at least one result")
+    fig = _figure(9.6, 4.8)
     axes = fig.subplots(1, 2)
-    markers = {"deterministic": "o", "deterministic+T": "s", "stochastic": "^", "stochastic+T": "D"}
-    line = 0
-    for (label, res), style in zip(results.items(), ["-", "--", ":", "-."] * 4):
-        sev = [int(s) for s in res["summary"]]
-        for mode in res["summary"]["0"]:
-            for ax, k in zip(axes, ("ece", "error")):
-                ax.plot(sev, [res["summary"][str(s)][mode][k] for s in sev], style, color=f"C{line % 10}",
-                        marker=markers[mode], markersize=4, label=f"{label}: {mode.replace('+T', ' + temperature')}")
-            line += 1
+    step = min(0.08, 0.5 / max(len(lines) - 1, 1))  # every line's marks within half a severity
+    handles, shown = [], set()
+    for i, (label, mode) in enumerate(lines):
+        res = results[label]
+        sev = sorted(int(s) for s in res["summary"])
+        shown.update(sev)
+        style = dict(color=f"C{i % 10}", marker=MARKERS.get(mode, "o"), markersize=4,
+                     linestyle=["-", "--", ":", "-."][list(results).index(label) % 4])
+        xs = [s + (i - (len(lines) - 1) / 2) * step for s in sev]
+        for ax, k in zip(axes, ("ece", "error")):
+            rows = [res["summary"][str(s)][mode] for s in sev]
+            ax.plot(*_broken(xs, [r[k] for r in rows], sev), **style)
+            bars = [(x, *r[f"{k}_interval"]) for x, r in zip(xs, rows) if r.get(f"{k}_interval")]
+            if bars:
+                bx, low, high = zip(*bars)
+                ax.vlines(bx, low, high, color=style["color"], linewidth=1, alpha=0.6)
+        handles.append(Line2D([], [], **style, label=f"{label}: {mode.replace('+T', ' + temperature')}"))
+    if any(r.get("ece_interval") for res in results.values() for row in res["summary"].values()
+           for r in row.values()):
+        handles.append(Line2D([], [], color="grey", marker="|", markersize=10, linestyle="none",
+                              label="95% bootstrap interval of the mean (images resampled)"))
+    ticks = sorted(shown)
     for ax, k in zip(axes, ("expected calibration error (%, 15 bins)", "error (%)")):
-        ax.set_xlabel("corruption severity (0 = clean)")
+        ax.set_xticks(ticks, ["clean" if s == 0 else str(s) for s in ticks])
+        ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+        ax.set_xlabel("corruption severity")
         ax.set_ylabel(k)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7, frameon=False)
+        ax.grid(True, axis="y", alpha=0.3)
+    for ncol in range(min(3, len(handles)), 0, -1):  # as many columns as fit the width: long labels get fewer
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False, fontsize=8)
+        if ncol == 1 or legend.get_window_extent(fig.canvas.get_renderer()).width <= 0.98 * fig.bbox.width:
+            break
+        legend.remove()
     if title:
         _title(fig, fig.suptitle, title)
     fig.savefig(path)

@@ -162,9 +162,12 @@ def run_shift(ctx: EvalContext, corruptions, severities) -> Dict[str, Any]:
                             calibration=calibration, clean=ctx.logits, device=ctx.device, progress=ctx.progress)
     result["note"] = chosen["note"]
     save_json(result, ctx.path("shift", ".json"))
-    plot_shift({ctx.name: result}, ctx.path("shift", ".png"),
-               f"{ctx.name}, corrupted copies of {chosen['note']} (in the manner of CIFAR-10-C), "
-               f"{plural(samples, 'pass') if samples else 'deterministic only'}")
+    # the label names the training seed, so that the figures of two runs of one preset tell them apart; the
+    # title stays short enough for one line (the JSON has the full note on the images)
+    checkpoint = "" if ctx.file_name == "checkpoint.pt" else f" ({ctx.file_name})"
+    plot_shift({f"{ctx.name}, seed {ctx.cfg.seed}": result}, ctx.path("shift", ".png"),
+               f"{ctx.out_dir.name}{checkpoint}: corrupted copies of {len(chosen['labels']):,} {ctx.split} images "
+               f"(in the manner of CIFAR-10-C), {plural(samples, 'pass') if samples else 'deterministic only'}")
     modes = list(result["summary"]["0"])
     print(f"dataset shift ({plural(len(corruptions), 'corruption')}, mean over them; {chosen['note']}; temperature "
           f"{next(iter(result['temperature'].values()))['how']}): error % / NLL / ECE %")
