@@ -19,6 +19,13 @@
 2. N concurrent processes, each training the fast W x 1 swapout network: aggregate images per second
    against one process alone, for N in ``--concurrent``.
 
+Every compiled contender is checked after its warm-up and again after timing: it must have compiled
+its forward pass and its update, hit no recompile limit, and compiled nothing while timed
+(:meth:`swapout.training.step.TrainStep.check_compiled`); otherwise the benchmark stops with that
+message rather than report eager code as the fast path. On CUDA a TrainStep turns cuDNN's autotuner on
+(the shapes are static) and, for float32, TF32 off (:func:`swapout.training.step.set_cuda_backends`);
+the old loop's contender runs under the same process-wide settings, which the JSON records.
+
 Absolute times on a shared machine are noise; the ratios are the result. The figures are written to
 ``results/benchmarks/train_<device>.json``.
 """
@@ -26,11 +33,12 @@ Absolute times on a shared machine are noise; the ratios are the result. The fig
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -39,7 +47,7 @@ import torch.nn.functional as F
 
 import swapout
 from swapout.data.pipeline import TrainLoader
-from swapout.training.step import TrainStep, prepare_model
+from swapout.training.step import Compilation, NotCompiled, TrainStep, prepare_model
 
 NETWORKS = {  # name: (depth, width, method)
     "w1-swapout": (20, 1, "swapout"),
@@ -49,6 +57,8 @@ NETWORKS = {  # name: (depth, width, method)
 }
 STEPS_PER_EPOCH, EPOCHS, BATCH = 390, 256, 128
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# How long side_by_side waits for its processes (warm-up and compilation included) before ending them
+WORKER_TIMEOUT_S = 900.0
 
 
 def sync(device: torch.device) -> None:
@@ -92,6 +102,7 @@ def make_runner(name: str, kind: str, device: torch.device, seed: int = 0) -> Ca
                 step(*next_batch())
                 if kind == "plain":
                     step.read()
+        run.step = step  # for compiled_so_far()
     else:
         def run(n: int) -> None:
             for _ in range(n):
@@ -115,15 +126,40 @@ def timed(run: Callable[[int], None], steps: int, device: torch.device) -> float
     return (time.perf_counter() - start) / steps
 
 
+def compiled_so_far(run: Callable[[int], None], name: str) -> Optional[Compilation]:
+    """What the runner's compiled TrainStep compiled so far (None for a runner that compiles nothing);
+    :class:`NotCompiled`, naming the runner, when part of its step ran eagerly."""
+    step = getattr(run, "step", None)
+    if step is None or not step.compiled:
+        return None
+    try:
+        return dataclasses.replace(step.check_compiled())
+    except NotCompiled as err:
+        raise NotCompiled(f"{name}: {err}") from None
+
+
+def still_compiled(run: Callable[[int], None], name: str, warmed: Optional[Compilation]) -> None:
+    """After timing: the runner ran the code its warm-up compiled, and compiled nothing while timed."""
+    now = compiled_so_far(run, name)
+    if now != warmed:
+        raise NotCompiled(f"{name}: Dynamo compiled while the steps were timed ({warmed} after the warm-up, "
+                          f"{now} after timing); time more warm-up steps (--warmup)")
+
+
 def alternating(runners: Dict[str, Callable[[int], None]], args, device: torch.device) -> Dict[str, list]:
     """Seconds per step of each runner: ``args.warmup`` steps each, then ``args.reps`` rounds of one
-    block of ``args.steps`` steps of each runner in turn, so that they share the machine's moods."""
-    for run in runners.values():
+    block of ``args.steps`` steps of each runner in turn, so that they share the machine's moods.
+    A compiled runner must have compiled its whole step in the warm-up, and nothing after it."""
+    warmed = {}
+    for k, run in runners.items():
         run(args.warmup)  # compilation and CUDA graph capture happen here
+        warmed[k] = compiled_so_far(run, k)
     times = {k: [] for k in runners}
     for _ in range(args.reps):
         for k, run in runners.items():
             times[k].append(timed(run, args.steps, device))
+    for k, run in runners.items():
+        still_compiled(run, k, warmed[k])
     return times
 
 
@@ -144,29 +180,65 @@ def _worker(rank: int, args, device_name: str, barrier, results) -> None:
     device = torch.device(device_name)
     run = make_runner("w1-swapout", "fast", device, seed=rank)
     run(args.warmup)
-    barrier.wait()  # every process timed over the same stretch of wall time
+    warmed = compiled_so_far(run, f"process {rank}")
+    barrier.wait(WORKER_TIMEOUT_S)  # every process timed over the same stretch of wall time
     seconds = timed(run, args.steps * args.reps, device)
+    still_compiled(run, f"process {rank}", warmed)
     results[rank] = BATCH / seconds
 
 
-def side_by_side(n: int, worker: Callable, *worker_args) -> float:
+def side_by_side(n: int, worker: Callable, *worker_args, timeout: float = WORKER_TIMEOUT_S) -> float:
     """The sum of what ``n`` processes ``worker(rank, *worker_args, barrier, results)`` put in ``results[rank]``
-    (images per second, each timed after the barrier, so over the same stretch of wall time)."""
+    (images per second, each timed after the barrier, so over the same stretch of wall time).
+
+    A process that fails would leave the others waiting at the barrier for ever: when one exits
+    without its result, or ``timeout`` seconds pass, the others are ended and RuntimeError says which.
+    """
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(n), ctx.Manager().dict()
-    procs = [ctx.Process(target=worker, args=(r, *worker_args, barrier, results)) for r in range(n)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    if len(results) != n:
-        raise RuntimeError(f"{n - len(results)} of {n} concurrent processes failed")
-    return sum(results.values())
+    with ctx.Manager() as manager:
+        barrier, results = ctx.Barrier(n), manager.dict()
+        procs = [ctx.Process(target=worker, args=(r, *worker_args, barrier, results)) for r in range(n)]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + timeout
+
+        def without_result() -> list:  # the processes that ended without their result
+            return [r for r, p in enumerate(procs) if p.exitcode is not None and r not in results]
+
+        while any(p.is_alive() for p in procs) and not without_result() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        failed = without_result()
+        for p in procs:  # the others, when one failed or time ran out; else nothing is left
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        done = dict(results)
+    ended = [r for r in range(n) if r not in done and r not in failed]
+    if failed:
+        codes = ", ".join(f"process {r} exit code {procs[r].exitcode}" for r in failed)
+        raise RuntimeError(f"{len(failed)} of {n} concurrent processes failed ({codes}); "
+                           f"{len(ended)} other(s) were ended")
+    if ended:
+        raise RuntimeError(f"{len(ended)} of {n} concurrent processes had not finished after {timeout:.0f} s; "
+                           f"they were ended")
+    return sum(done.values())
 
 
 def concurrent(n: int, args, device: torch.device) -> float:
     """Aggregate images per second of ``n`` processes training the fast W x 1 swapout network at once."""
     return side_by_side(n, _worker, args, str(device))
+
+
+def backends(device: torch.device) -> Dict[str, bool]:
+    """The process-wide settings the contenders ran under (on CUDA, TrainStep sets them)."""
+    if device.type != "cuda":
+        return {}
+    return {"cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32}
 
 
 def profile(args, device: torch.device, path: Path) -> None:
@@ -199,7 +271,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also write a kernel profile of the fast step")
     parser.add_argument("--out", default="results/benchmarks", help="folder for the JSON (and the profile)")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device must name a device, such as cuda, cuda:1 or cpu; got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("CUDA is not available here; use --device cpu")
     names = [n for n in args.networks.split(",") if n]
     unknown = sorted(set(names) - set(NETWORKS))
     if unknown:
@@ -216,7 +293,7 @@ def main() -> None:
               f"| {r[f'{a}_images_per_s']:,} | {r[f'{a}_full_recipe_min']} |")
     by_name = {r["network"]: r for r in rows}
     result = {"device": label, "torch": torch.__version__, "batch": BATCH, "steps": args.steps, "reps": args.reps,
-              "networks": rows}
+              "networks": rows, "backends": backends(device)}
     if {"w1-swapout", "w1-residual"} <= set(by_name):
         ratio = by_name["w1-swapout"][f"{a}_ms_per_step"] / by_name["w1-residual"][f"{a}_ms_per_step"]
         result[f"{a}_swapout_over_residual_w1"] = round(ratio, 3)
@@ -242,4 +319,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NotCompiled as err:  # what it would time is not the fast path: one line, no figures
+        raise SystemExit(f"{Path(__file__).name}: {err}") from None

@@ -173,14 +173,43 @@ def test_keep_rate_matches_theta(granularity, theta, which, backend):
     assert abs(draws.mean().item() - theta) < _keep_rate_bound(theta, n)
 
 
+def _draws_for(theta: float, tolerance: float) -> int:
+    """How many draws put 5 standard errors of a Bernoulli(theta) mean within ``tolerance``."""
+    return math.ceil(25 * theta * (1 - theta) / tolerance ** 2)
+
+
 def test_keep_rate_batch_granularity():
-    # one draw per call: 10^6 calls
-    n, theta, kept = 1_000_000, 0.3, 0
-    one = torch.ones(1)
+    # One draw per call, so each draw costs a call: the sample is sized so that 5 standard errors are one
+    # percentage point (52,500 calls), enough to tell theta from 1 - theta or 0.5, or from a rate 0.02 off.
+    theta = 0.3
+    n = _draws_for(theta, 0.01)
+    ones = torch.ones(2, 3)
     gen = torch.Generator().manual_seed(1)
-    for _ in range(n):
-        kept += swapout.swapout_sum([one], [theta], granularity="batch", generator=gen).item()
-    assert abs(kept / n - theta) < _keep_rate_bound(theta, n)
+    ys = torch.stack([swapout.swapout_sum([ones], [theta], granularity="batch", generator=gen) for _ in range(n)])
+    assert torch.equal(ys.amin((1, 2)), ys.amax((1, 2)))  # one draw for the whole batch
+    assert _keep_rate_bound(theta, n) <= 0.01
+    assert abs(ys[:, 0, 0].mean().item() - theta) < _keep_rate_bound(theta, n)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("method", ["swapout", "skipforward"])
+def test_16_bit_tensors_keep_at_theta_not_at_theta_rounded_to_16_bits(dtype, method, monkeypatch):
+    # Under autocast the joins see bf16 tensors; bf16 holds 0.9 as 0.8984. With the same seed, the
+    # reference op's masks of 16-bit tensors must be those of float32 ones: the probabilities are not rounded.
+    monkeypatch.setattr(swapout.fused, "_enabled", False)  # float32 would take the fused kernel, 16 bits not
+    shape, theta = (256, 64, 8, 8), 0.9   # 2^20 units, so 0.0016 is about 5 standard errors
+    outs = []
+    for dt in (torch.float32, dtype):
+        ones, zeros = torch.ones(shape, dtype=dt), torch.zeros(shape, dtype=dt)
+        gen = torch.Generator().manual_seed(3)
+        if method == "swapout":  # theta2 = 0 leaves the X term alone: the output is the mask
+            outs.append(swapout.swapout(ones, zeros, theta, 0.0, granularity="unit", generator=gen))
+        else:
+            outs.append(swapout.skipforward(ones, zeros, theta, granularity="unit", generator=gen))
+    assert outs[1].dtype == dtype
+    differ = (outs[1].float() != outs[0]).sum().item()
+    assert differ == 0, f"{differ} of {outs[0].numel()} units differ"
+    _assert_keep_rate(outs[1].float(), theta)
 
 
 @pytest.mark.parametrize("granularity", ["unit", "channel", "sample"])

@@ -69,8 +69,11 @@ def _bernoulli(shape: tuple, theta: float, like: Tensor, generator: Optional[tor
     Drawn out of place, so that ``torch.func.vmap(..., randomness="different")`` gives every batch
     entry masks of its own (an in-place draw into an unbatched tensor cannot).
     """
-    probs = torch.full(shape, theta, dtype=like.dtype, device=like.device)
-    return torch.bernoulli(probs, generator=generator)
+    # At least float32 probabilities: under autocast ``like`` is bf16, which holds 0.9 as 0.8984 (as the
+    # fused kernels and PackedJoin do, the draw keeps theta's precision whatever the tensors' dtype).
+    # The 0/1 mask is exact in any dtype, so it is cast back and the output keeps ``like``'s dtype.
+    probs = torch.full(shape, theta, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
+    return torch.bernoulli(probs, generator=generator).to(like.dtype)
 
 
 def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> list:

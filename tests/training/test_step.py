@@ -9,7 +9,8 @@ from swapout import create_model
 from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import RunDir, read_checkpoint
-from swapout.training.step import TrainStep, resolve_speed
+from swapout.training import step as step_module
+from swapout.training.step import NotCompiled, TrainStep, resolve_speed
 from swapout.training.train import train
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
@@ -84,3 +85,79 @@ def test_compiled_run_on_the_cpu_resumes_exactly(tmp_path):
     assert strip(RunDir(tmp_path / "whole").read_metrics()) == strip(RunDir(tmp_path / "split").read_metrics())
     resolved = json.loads((tmp_path / "whole" / "config.json").read_text())["resolved"]
     assert resolved["compile"] is True and resolved["precision"] == "fp32"
+
+
+def _recording_compile(monkeypatch):
+    """torch.compile with a backend that records Dynamo's graphs and runs them as traced. Caches and
+    recompile limits are Dynamo's whatever the backend, and no compiler runs, so this is fast."""
+    graphs, real = [], torch.compile
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **options: real(fn, backend=backend, **options))
+    return graphs
+
+
+def _tiny_step(i):
+    """A compiled step of a network of its own shapes (so no compiled code of another one fits it)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4 + i, 3), torch.nn.Flatten(), torch.nn.Linear((4 + i) * 36, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    return TrainStep(net, opt, torch.device("cpu"), compile=True, channels_last=False)
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["own-caches", "reset"])
+def test_more_than_eight_networks_in_one_process_each_get_compiled(monkeypatch, isolate):
+    # Dynamo caches per code object with a recompile limit of 8; every TrainStep compiles the same
+    # methods. "reset" is the path of a torch without torch.compile(isolate_recompiles=...).
+    if isolate and not step_module._ISOLATE:
+        pytest.skip("this torch.compile has no isolate_recompiles")
+    monkeypatch.setattr(step_module, "_ISOLATE", isolate)
+    graphs = _recording_compile(monkeypatch)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    for i in range(9):
+        step, before = _tiny_step(i), len(graphs)
+        step(x, y)
+        assert len(graphs) - before >= 2, f"network {i + 1}: {len(graphs) - before} graphs"  # forward, update
+        compiled = step.check_compiled()
+        assert compiled.forward_graphs >= 1 and compiled.update_graphs >= 1 and compiled.limit_hits == 0
+
+
+def test_check_compiled_tells_a_step_that_ran_eagerly(monkeypatch):
+    # the compiled functions shared by every TrainStep, as they were: from the 5th optimizer (of any
+    # TrainStep of this process) the update runs eagerly, and check_compiled must say so
+    _recording_compile(monkeypatch)
+    monkeypatch.setattr(step_module, "_compile", lambda fn, **options: torch.compile(fn, **options))
+    monkeypatch.setattr(step_module, "_ISOLATE", True)  # and no reset
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    try:
+        for i in range(10):
+            step = _tiny_step(i)
+            step(x, y)
+            try:
+                step.check_compiled()
+            except NotCompiled as err:
+                assert "optimizer update" in str(err) or "forward pass" in str(err)
+                break
+        else:
+            pytest.fail("ten TrainSteps sharing their compiled functions all passed check_compiled")
+    finally:
+        torch._dynamo.reset()  # the shared code objects hit their limit: leave no trace for other tests
+    with pytest.raises(NotCompiled, match="compile=False"):
+        _step()[1].check_compiled()
+
+
+def test_fp32_on_cuda_is_ieee_float32_and_cudnn_autotunes():
+    # process-wide torch settings, which TrainStep applies on CUDA; here only the settings can be checked
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
+        step_module.set_cuda_backends("bf16")
+        assert torch.backends.cudnn.benchmark  # static shapes
+        assert torch.backends.cudnn.allow_tf32  # left as torch has it: bf16 convolutions do not use TF32
+        step_module.set_cuda_backends("fp32")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags[:2]
+        torch.backends.cuda.matmul.allow_tf32 = flags[2]

@@ -16,6 +16,7 @@ and the figures and the non-finite check are kept per run.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -24,9 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import fused
 from ..checks import PRECISIONS
+from .speed import Compilation, NotCompiled, prepare_model, resolve_speed, set_cuda_backends
 
-__all__ = ["PRECISIONS", "TrainStep", "StepFigures", "resolve_speed", "prepare_model"]
+__all__ = ["PRECISIONS", "TrainStep", "StepFigures", "Compilation", "NotCompiled", "resolve_speed", "prepare_model",
+           "set_cuda_backends"]
 
 
 class _SkipProfilerNote(logging.Filter):
@@ -38,26 +42,27 @@ class _SkipProfilerNote(logging.Filter):
 
 logging.getLogger("torch._dynamo.variables.ctx_manager").addFilter(_SkipProfilerNote())
 
+# Dynamo keeps its compiled code per code object, and every TrainStep compiles the same two
+# (_forward_loss, and the optimizer's step), so without care all TrainSteps of a process share one
+# cache and one recompile limit (8), dead ones included: the 9th network's forward and the 5th
+# optimizer's update would run eagerly. torch.compile's isolate_recompiles (newer torch) gives each
+# compiled function a cache of its own, frames resumed after a graph break included; older torch
+# gets a reset of Dynamo's caches when a compiled TrainStep is made.
+_ISOLATE = "isolate_recompiles" in inspect.signature(torch.compile).parameters
 
-def prepare_model(model: nn.Module) -> nn.Module:
-    """Channels-last weights, the convolutions' fast layout on GPUs and CPUs alike; call before wrapping in DDP.
 
-    On 2 CPU cores the 20-layer network's training step is 1.1 to 1.2 times faster so
-    (``benchmarks/bench_swapout.py --only layouts``); the fused swapout kernel keeps the layout.
-    """
-    return model.to(memory_format=torch.channels_last)
+def _compile(fn, **options):
+    """``torch.compile(fn, **options)``, with a Dynamo cache of its own where torch can give one."""
+    return torch.compile(fn, isolate_recompiles=True, **options) if _ISOLATE else torch.compile(fn, **options)
 
 
-def resolve_speed(precision: str, compile: Optional[bool], device: torch.device) -> Tuple[str, bool]:
-    """The precision and whether to compile, with ``precision="auto"`` and ``compile=None`` resolved for ``device``.
-
-    Automatic is the fast path on CUDA (bf16, compiled) and the plain one on the CPU (fp32, eager),
-    where compilation takes longer than a short run saves and bf16 convolutions are slower. The values
-    come from a checked config; :class:`TrainStep` checks the precision it is given.
-    """
-    cuda = device.type == "cuda"
-    precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
-    return precision, (cuda if compile is None else compile)
+def _dynamo_counts() -> Tuple[int, int, int]:
+    """Graphs Dynamo compiled, frames it left to run eagerly at a recompile limit, graphs run without CUDA graphs."""
+    from torch._dynamo.utils import counters
+    # Dynamo counts what it could not compile by message; a limit's names it ("recompile limit", or
+    # "cache_size_limit" in older torch). Frames it skips by design (a generator, say) are not failures.
+    limits = sum(n for what, n in counters["unimplemented"].items() if "limit" in what.lower())
+    return counters["stats"]["unique_graphs"], limits, counters["inductor"]["cudagraph_skips"]
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,10 @@ class TrainStep:
         optimizer: the optimizer of its parameters.
         device: where the batches and the network are.
         precision: ``"fp32"``, or ``"bf16"`` for bf16 autocast of the forward pass (the loss, the
-            weights and the optimizer state stay fp32).
-        compile: compile the forward and backward passes and the optimizer update.
+            weights and the optimizer state stay fp32). On CUDA, ``"fp32"`` is IEEE float32: TF32 is
+            turned off (:func:`set_cuda_backends`, which also turns cuDNN's autotuner on).
+        compile: compile the forward and backward passes and the optimizer update, each with a Dynamo
+            cache of its own; :meth:`check_compiled` tells whether the calls so far ran compiled code.
         sums: each run's (loss sum, right, images) of the epoch so far, when resuming mid-epoch.
         runs: G, the number of packed runs in ``net`` (1: a plain network, labels ``(N,)``).
         channels_last: give ``net`` its 4-D input channels-last, the layout :func:`prepare_model` gives it.
@@ -101,6 +108,8 @@ class TrainStep:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.net, self.optimizer, self.device = net, optimizer, torch.device(device)
         self.bf16 = precision == "bf16"
+        if self.device.type == "cuda":
+            set_cuda_backends(precision)
         self.channels_last = channels_last  # the input's layout; the model's own is prepare_model()'s
         self.cudagraphs = compile and self.device.type == "cuda"
         self.runs = runs
@@ -109,13 +118,21 @@ class TrainStep:
         self.count = torch.zeros((), dtype=torch.int64, device=self.device)
         self.first_bad = torch.full((runs,), -1, dtype=torch.int64, device=self.device)
         self._forward, self._update = self._forward_loss, optimizer.step
+        self.compiled = compile
+        self.compilation = Compilation()
         if compile:
+            if not _ISOLATE:  # other compiled functions of this process recompile at their next call
+                torch._dynamo.reset()
+            if self.device.type == "cpu":
+                # the fused CPU kernel is built or loaded at its first use, under a lock that Dynamo
+                # cannot trace: a first use inside the compiled forward would break it into many graphs
+                fused.available(torch.empty(0))
             # CUDA graphs replay the whole forward and backward with one launch each. The update is
             # compiled without them (Inductor still fuses it into a few kernels): a second graphed
             # function would start a new graph generation and free the backward's outputs, the
             # gradients it is about to read.
-            self._forward = torch.compile(self._forward_loss, mode="reduce-overhead" if self.cudagraphs else None)
-            self._update = torch.compile(optimizer.step)
+            self._forward = _compile(self._forward_loss, mode="reduce-overhead" if self.cudagraphs else None)
+            self._update = _compile(optimizer.step)
 
     def _forward_loss(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
         """The loss, and each run's (loss, loss sum, correct, images) of the batch as one (G, 4) tensor."""
@@ -138,7 +155,9 @@ class TrainStep:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
+        before = _dynamo_counts() if self.compiled else None
         loss, figures = self._forward(x, y)
+        between = _dynamo_counts() if self.compiled else None
         # The graph's outputs are used at once, before another compiled call can reuse their memory.
         self.sums += figures[:, 1:]
         # Remember the first step whose loss was not finite without reading it back: the loop checks
@@ -148,6 +167,29 @@ class TrainStep:
         self.count += 1
         loss.backward()
         self._update()
+        if self.compiled:
+            self._count(before, between, _dynamo_counts())
+
+    def _count(self, before: Tuple[int, ...], between: Tuple[int, ...], after: Tuple[int, ...]) -> None:
+        c = self.compilation
+        c.forward_graphs += between[0] - before[0]
+        c.update_graphs += after[0] - between[0]
+        c.limit_hits += after[1] - before[1]
+        c.cudagraph_skips += after[2] - before[2]
+
+    def check_compiled(self) -> Compilation:
+        """Raise :class:`NotCompiled` unless the calls so far compiled the forward pass and the update, hit no
+        recompile limit (nor, with CUDA graphs, ran a graph outside them); else return what was compiled.
+
+        Benchmarks of the fast path call it after their warm-up, and after timing with the warm-up's
+        figures unchanged, so that what they time is the compiled step.
+        """
+        if not self.compiled:
+            raise NotCompiled("this TrainStep was made with compile=False")
+        problems = self.compilation.problems(self.cudagraphs)
+        if problems:
+            raise NotCompiled("the step is not the compiled one: " + "; ".join(problems))
+        return self.compilation
 
     def weights_finite(self) -> List[bool]:
         """Per run, whether all its weights are finite (a finite loss with infinite gradients can still
