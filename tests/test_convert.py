@@ -321,6 +321,25 @@ def test_bad_arguments_are_one_line_value_errors(kwargs, message):
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(include=123), "include must be None, a module path pattern or a list or tuple of them .*got 123"),
+    (dict(exclude={"blocks.0": 1}), "exclude must be None, a module path pattern or a list or tuple of them"),
+    (dict(leaf_modules=123), "leaf_modules must be a list of module paths .* or torch.nn.Module classes, got 123"),
+    (dict(leaf_modules=[int]), "leaf_modules must be a list of module paths"),
+    (dict(leaf_modules=["nope.x"]), "Net has no module 'nope.x'; the modules at its top level are stem, blocks, head"),
+    (dict(leaf_modules=["blocks.7"]), "Net has no module 'blocks.7'; .*the modules under 'blocks' are blocks.0, "
+                                      "blocks.1, blocks.2$"),
+    (dict(leaf_modules=["blocks.0.bdy"]), "no module 'blocks.0.bdy'; did you mean 'blocks.0.body'\\? the modules "
+                                          "under 'blocks.0' are blocks.0.body$"),
+])
+def test_arguments_of_the_wrong_type_and_leaf_modules_that_name_no_module_are_refused(kwargs, message):
+    for fn in (swapout.convert, swapout.find_joins):
+        with pytest.raises(ValueError, match=message) as err:
+            fn(Net(), **kwargs)
+        assert "\n" not in str(err.value)
+    assert len(swapout.find_joins(Net(), leaf_modules="blocks.0.body.2")) == 3  # one path, as include takes one
+
+
 def test_a_model_without_joins_and_an_untraceable_model_are_one_line_value_errors():
     with pytest.raises(ValueError, match="no residual join found in Sequential") as err:
         swapout.convert(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()))

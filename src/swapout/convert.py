@@ -13,18 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import count
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 from torch import fx, nn
 
+from .convert_args import Patterns, leaf_spec, patterns
 from .joins_graph import Candidate, LeafSpec, candidates, trace
 from .methods import JoinSpec
 from .schedules import ScheduleLike
 
 __all__ = ["Join", "find_joins", "convert"]
-
-Patterns = Union[None, str, Sequence[str]]
-
 
 @dataclass(frozen=True)
 class Join:
@@ -56,25 +54,16 @@ class Join:
         return f"{self.index:3d}  {self.name}  {self.kind}  {type(self.module).__name__}({self.module.extra_repr()})"
 
 
-def _patterns(value: Patterns, name: str) -> Optional[Tuple[str, ...]]:
-    if value is None:
-        return None
-    patterns = (value,) if isinstance(value, str) else tuple(value)
-    if not patterns or not all(isinstance(p, str) and p for p in patterns):
-        raise ValueError(f"{name} must be a module path pattern or a list of them (e.g. 'layer3.*'), got {value!r}")
-    return patterns
-
-
 def _matches(c: Candidate, name: str, pattern: str) -> bool:
     return fnmatchcase(name, pattern) or fnmatchcase(c.block, pattern)
 
 
 def _select(found: List[Tuple[Candidate, str]], include: Patterns, exclude: Patterns):
     """The joins whose join path or block path matches ``include`` and not ``exclude``."""
-    inc, exc = _patterns(include, "include"), _patterns(exclude, "exclude")
+    inc, exc = patterns(include, "include"), patterns(exclude, "exclude")
     listed = ", ".join(name for _, name in found[:6]) + (", ..." if len(found) > 6 else "")
-    for patterns, label in ((inc, "include"), (exc, "exclude")):
-        for p in patterns or ():
+    for given, label in ((inc, "include"), (exc, "exclude")):
+        for p in given or ():
             if not any(_matches(c, name, p) for c, name in found):
                 raise ValueError(f"{label} pattern {p!r} matches no residual join; the joins are {listed}")
     chosen = [(c, name) for c, name in found if (inc is None or any(_matches(c, name, p) for p in inc))
@@ -110,7 +99,10 @@ def _names(gm: fx.GraphModule, found: List[Candidate]) -> List[str]:
 def _plan(model: nn.Module, spec: JoinSpec, include: Patterns, exclude: Patterns, leaf_modules: LeafSpec):
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    gm = trace(model, leaf_modules)
+    # the patterns are checked before tracing too: a wrong type is not worth a trace, nor hidden behind its failure
+    patterns(include, "include")
+    patterns(exclude, "exclude")
+    gm = trace(model, leaf_spec(model, leaf_modules))
     found = candidates(gm)
     if not found:
         raise ValueError(f"no residual join found in {type(model).__name__}: no add of a block's input X "
@@ -180,8 +172,10 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     and leave the rest as it is: ``vit.blocks = swapout.convert(vit.blocks)``.
 
     Raises ValueError for an unknown method, a theta outside [0, 1], an ``include`` or ``exclude``
-    pattern matching no join, a model with no residual join, or a model that cannot be traced (naming
-    the module where tracing failed, and how to place :class:`swapout.Swapout` there by hand).
+    pattern matching no join, ``include``, ``exclude`` or ``leaf_modules`` of another type than documented,
+    a ``leaf_modules`` path naming no module of ``model`` (the message names what is there), a model with
+    no residual join, or a model that cannot be traced (naming the module where tracing failed, and how
+    to place :class:`swapout.Swapout` there by hand).
     """
     gm, chosen, joins = _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include,
                               exclude, leaf_modules)

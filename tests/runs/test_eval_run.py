@@ -3,7 +3,11 @@ progress bars count, and the same draws for the stochastic error and the curve."
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from swapout.evaluation.errors import sample_curve
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir
+from swapout.training.train import write_pack
 
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")
@@ -218,3 +223,39 @@ def test_an_empty_folder_has_nothing_to_evaluate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == f"swapout eval: error: no checkpoint in {tmp_path}: nothing to evaluate (a run directory " \
                           f"holds checkpoint.pt; or give a checkpoint file)"
+
+
+def test_a_packs_folder_or_checkpoint_is_refused_naming_its_runs(tmp_path, capsys):
+    cfgs = [TrainConfig(depth=8, method="swapout", device="cpu", seed=s) for s in (0, 1)]
+    runs = [tmp_path / "swapout" / f"seed-{c.seed}" for c in cfgs]
+    pack = tmp_path / "packs" / "pack-1"
+    write_pack(pack, cfgs, runs)
+    RunDir(pack).save_checkpoint({"model": {}, "config": [c.to_dict() for c in cfgs], "state": {}})
+    for target, what in ((pack, "a pack's folder"), (pack / "checkpoint.pt", "the checkpoint of a pack")):
+        assert main(["eval", str(target), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"{target} is {what} (one packed network of 2 runs), not a run: evaluate each of its runs " \
+               f"instead: {runs[0]}, {runs[1]}" in err
+
+
+_INTEROP = Path(__file__).resolve().parents[2] / ".interop"
+
+
+@pytest.mark.skipif(torch.version.cuda is not None or not (_INTEROP / "torchvision").is_dir(),
+                    reason="needs PyPI's torchvision in .interop/ beside a CPU-only torch (see .ci/run)")
+def test_a_torchvision_built_for_another_torch_is_one_line_with_the_fix(tmp_path):
+    # On the path as a user's pip would put it, without the test suite's workaround (tests/conftest.py): the
+    # options' metrics come from torchmetrics, which imports that torchvision, whose operators fail to load
+    run = _run(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_INTEROP), os.environ.get("PYTHONPATH")]))}
+    script = (f"from swapout.cli.main import main; print([main(['eval', {str(run.path)!r}, option, '--limit', '20', "
+              f"'--quiet']) for option in ('--uncertainty', '--shift')])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.strip() == "[2, 2]" and "Traceback" not in done.stderr, done.stdout + done.stderr
+    lines = done.stderr.strip().split("\n")
+    assert len(lines) == 2 and lines[0] == lines[1], done.stderr
+    assert re.search(r"^swapout eval: error: torchmetrics imports torchvision whenever it is installed, and the "
+                     r"torchvision \S+ in .* does not fit this torch .*: operator torchvision::nms does not exist\. "
+                     r"Install the torchvision built for it \(pip install .*\), or uninstall torchvision$",
+                     lines[0]), done.stderr

@@ -13,15 +13,68 @@ over images, entropies in nats.
 
 from __future__ import annotations
 
+import importlib
 import math
-from typing import Dict, List, Tuple
+import traceback
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["probabilities", "calibration_metrics", "reliability_bins", "fit_temperature", "cross_fit_temperature",
-           "fold_assignment",
-           "entropy", "mutual_information", "ood_metrics", "ood_scores"]
+__all__ = ["MetricsUnavailable", "classification_metrics", "probabilities", "calibration_metrics", "reliability_bins",
+           "fit_temperature", "cross_fit_temperature", "fold_assignment", "entropy", "mutual_information",
+           "ood_metrics", "ood_scores"]
+
+
+class MetricsUnavailable(ImportError, ValueError):
+    """torchmetrics cannot be imported here; the message says why in one line and how to fix it. A ValueError
+    too, so that the command line reports it as one line with exit status 2."""
+
+
+def _torchvision_fix(err: BaseException) -> str:
+    """Why the torchvision that torchmetrics found fails to load, and how to fix it: one line."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("torchvision")
+        where = str(metadata.distribution("torchvision").locate_file("torchvision"))
+    except metadata.PackageNotFoundError:
+        version, where = "?", "torchvision"
+    build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    index = "cpu" if torch.version.cuda is None else "cu" + torch.version.cuda.replace(".", "")
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (f"torchmetrics imports torchvision whenever it is installed, and the torchvision {version} in {where} "
+            f"does not fit this torch {torch.__version__} ({build}): {reason}. Install the torchvision built for it "
+            f"(pip install --force-reinstall --no-deps torchvision=={version.split('+')[0]} --index-url "
+            f"https://download.pytorch.org/whl/{index}), or uninstall torchvision")
+
+
+_metrics_failure: Optional[str] = None  # why torchmetrics could not be imported, once it has failed
+
+
+def classification_metrics() -> ModuleType:
+    """``torchmetrics.functional.classification``, or :class:`MetricsUnavailable` saying in one line why it
+    cannot be imported and how to fix that.
+
+    torchmetrics imports torchvision whenever one is installed, and a torchvision built for another torch
+    (PyPI's beside a CPU-only torch, say) fails while it loads, with ``operator torchvision::nms does not
+    exist`` or a missing library; the failure is then torchvision's to fix, not torchmetrics'.
+    """
+    global _metrics_failure
+    if _metrics_failure is None:
+        try:
+            return importlib.import_module("torchmetrics.functional.classification")
+        except Exception as err:  # whatever a broken extension raises: RuntimeError, OSError, ImportError
+            frames = [f.filename for f in traceback.extract_tb(err.__traceback__)]
+            if "torchvision" in str(err) or any("torchvision" in f for f in frames):
+                _metrics_failure = _torchvision_fix(err)
+            else:
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                _metrics_failure = (f"torchmetrics cannot be imported ({type(err).__name__}: {reason}); reinstall "
+                                    f"it with pip install --force-reinstall torchmetrics")
+    # a second import would find the half-loaded modules of the first and might pass: the failure stands
+    raise MetricsUnavailable(_metrics_failure)
 
 
 def _check(probs: Tensor, labels: Tensor) -> None:
@@ -49,7 +102,7 @@ def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict
     NLL clamps probabilities at 1e-300 so that a confidently wrong float64 prediction stays finite.
     The ECE is torchmetrics' ``multiclass_calibration_error`` (L1 norm).
     """
-    from torchmetrics.functional.classification import multiclass_calibration_error  # slow to import: on use
+    multiclass_calibration_error = classification_metrics().multiclass_calibration_error  # slow to import: on use
 
     _check(probs, labels)
     labels = labels.long()
@@ -177,7 +230,8 @@ def ood_metrics(in_scores: Tensor, out_scores: Tensor) -> Dict[str, float]:
     FPR at 95% TPR is the share of OOD images accepted when the threshold keeps at least 95% of the
     in-distribution images. Both come from torchmetrics (``binary_auroc``, ``binary_roc``).
     """
-    from torchmetrics.functional.classification import binary_auroc, binary_roc
+    metrics = classification_metrics()
+    binary_auroc, binary_roc = metrics.binary_auroc, metrics.binary_roc
 
     if len(in_scores) == 0 or len(out_scores) == 0:
         raise ValueError("ood_metrics needs at least one in-distribution and one OOD score")

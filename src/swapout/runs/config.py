@@ -64,7 +64,7 @@ class TrainConfig:
     # and where it stops
     RESUMABLE_CHANGES = ("data_dir", "device", "precision", "compile", "max_steps")
     # fields in which the runs of one pack (swapout.training.packing) may differ: everything a run has of its own
-    # (its seed, its method and keep probabilities); the rest (data, architecture, schedule) is shared
+    # (its seed, its method, keep probabilities and granularity); the rest (data, architecture, schedule) is shared
     PACK_MAY_DIFFER = ("preset", "seed", "method", "theta1", "theta2", "granularity", "skipforward_on")
     # allowed values of the fields that take a word, for checks and --help
     CHOICES = {"dataset": DATASETS, "method": METHODS, "crop": CROPS, "granularity": GRANULARITIES,

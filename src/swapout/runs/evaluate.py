@@ -36,6 +36,7 @@ def load_target(target: str) -> Tuple[Dict[str, Any], Path, str, Optional[str]]:
     latest checkpoint of a run is damaged and the previous one is used instead, else None.
     """
     path = Path(target)
+    _refuse_pack(path)
     if path.is_dir():
         run = RunDir(path)
         if not (run.checkpoint_path.exists() or run.previous_checkpoint_path.exists()):
@@ -50,8 +51,30 @@ def load_target(target: str) -> Tuple[Dict[str, Any], Path, str, Optional[str]]:
             fallback = f"{name} is damaged ({reason}); evaluating {used.name}{where}"
         return state, path, used.name, fallback
     if path.is_file():
-        return read_checkpoint(path), path.parent, path.name, None
+        state = read_checkpoint(path)
+        if isinstance(state.get("config"), list):  # a pack's checkpoint file outside its folder
+            raise ValueError(f"{path} is the checkpoint of a pack of {len(state['config'])} runs (one packed network): "
+                             f"evaluate its runs' own directories instead; each holds its plain checkpoint")
+        return state, path.parent, path.name, None
     raise ValueError(f"{target}: no such run directory or checkpoint file")
+
+
+def _refuse_pack(path: Path) -> None:
+    """ValueError naming the runs when ``path`` is a pack's folder (or its checkpoint): the packed network is
+    G runs in one, which ``swapout eval`` does not take; each run keeps a plain checkpoint in its own directory."""
+    from .rundir import read_pack
+
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "pack.json").exists():
+        return
+    try:
+        runs = [str(r["path"]) for r in read_pack(folder)]
+    except (ValueError, KeyError, TypeError):
+        runs = []
+    names = f": {', '.join(runs)}" if runs else ""
+    what = "a pack's folder" if path.is_dir() else "the checkpoint of a pack"
+    raise ValueError(f"{path} is {what} (one packed network of {len(runs) or 'several'} runs), not a run: "
+                     f"evaluate each of its runs instead{names}")
 
 
 def check_options(samples: int, repeats: int, limit: Optional[int], recalibrate_bn: int, delta: float, shift: bool,
@@ -135,6 +158,10 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
 
     corruptions, severities = check_options(samples, repeats, limit, recalibrate_bn, delta, shift, corruptions,
                                             severities, seed)
+    if uncertainty or shift:  # their metrics need torchmetrics: a broken install is said before any work
+        from ..evaluation.uncertainty import classification_metrics
+
+        classification_metrics()
     state, out_dir, file_name, fallback = load_target(target)
     if fallback:
         warn(fallback)

@@ -26,87 +26,11 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..layers import SkipForward, SwapoutJoin
+from ..layers import SwapoutJoin
+from .packed_join import PackedJoin, join_kind
 
 __all__ = ["pack", "pack_state", "unpack_state", "unpack_optimizer_state", "split_logits", "join_kind",
            "PackedJoin", "PackedLinear"]
-
-
-def join_kind(join: SwapoutJoin) -> Tuple[str, ...]:
-    """What must be equal for two joins to share a pack: how masks combine (a pair of independent masks,
-    or SkipForward's one coupled mask and the input it keeps) and their granularity."""
-    coupled = ("coupled", join.on) if isinstance(join, SkipForward) else ("pair",) if len(join.thetas) == 2 \
-        else ("sum", str(len(join.thetas)))
-    return coupled + (join.granularity,)
-
-
-class PackedJoin(SwapoutJoin):
-    """The joins of G runs side by side: channel group g of X and F(X) belongs to run g.
-
-    Args:
-        joins: run g's join for this block, for every g; they must share :func:`join_kind`.
-
-    A pair join computes ``Theta1*X + Theta2*F(X)`` per run (swapout and its special cases: resnet,
-    dropout, residual dropout, stochastic depth), a coupled one SkipForward's ``where(Theta, X, F(X))``.
-    Masks are drawn out of place for all runs at once, so the runs' masks are independent.
-    """
-
-    def __init__(self, joins: Sequence[SwapoutJoin]):
-        kinds = {join_kind(j) for j in joins}
-        if len(kinds) != 1:
-            raise ValueError(f"joins of different kinds cannot share a pack: {', '.join(map(str, sorted(kinds)))}")
-        kind = kinds.pop()
-        if kind[0] == "sum":
-            raise ValueError("the N-way join (SwapoutN) cannot be packed")
-        super().__init__(tuple(t for j in joins for t in j.thetas), kind[-1])
-        self.runs, self.coupled = len(joins), kind[0] == "coupled"
-        self.on = kind[1] if self.coupled else None
-        # (G, 2): theta1 and theta2 of a pair; theta and 1 - theta (for deterministic inference) if coupled
-        theta = torch.tensor([j.thetas + ((1.0 - j.thetas[0],) if self.coupled else ()) for j in joins],
-                             dtype=torch.float64).float()
-        # (inputs, 1, G, 1, ...): broadcasts over the (N, G, C/G, H, W) view of a packed tensor
-        self.register_buffer("theta", theta.t().reshape(-1, 1, len(joins), 1, 1, 1).clone(), persistent=False)
-        self.always = [bool((theta[:, i] == 1).all()) for i in range(theta.shape[1])]
-        self.never = [bool((theta[:, i] == 0).all()) for i in range(theta.shape[1])]
-
-    def _mask_shape(self, v: Tensor) -> Tuple[int, ...]:
-        n, g, c = v.shape[:3]
-        rest = (1,) * (v.dim() - 3)
-        return {"unit": tuple(v.shape), "channel": (n, g, c) + rest, "sample": (n, g, 1) + rest,
-                "batch": (1, g, 1) + rest}[self.granularity]
-
-    def _term(self, t: Tensor, i: int) -> Tensor:
-        theta = self.theta[i].view((1, self.runs) + (1,) * (t.dim() - 2))
-        if not self.sampling:
-            return t * theta.to(t.dtype)
-        # float32 uniforms whatever t's dtype: bf16 would round theta to 8 bits
-        return t * (torch.rand(self._mask_shape(t), device=t.device) < theta).to(t.dtype)
-
-    def _join(self, x: Tensor, fx: Tensor) -> Tensor:
-        view = (x.shape[0], self.runs, x.shape[1] // self.runs) + tuple(x.shape[2:])
-        xv, fv = x.view(view), fx.view(view)
-        if self.coupled:
-            kept, other = (xv, fv) if self.on == "x" else (fv, xv)
-            if self.always[0] or self.never[0]:
-                return (kept if self.always[0] else other).reshape(x.shape)
-            theta = self.theta[0].view((1, self.runs) + (1,) * (kept.dim() - 2))
-            if not self.sampling:
-                return (kept * theta.to(x.dtype) + other * self.theta[1].view_as(theta).to(x.dtype)).reshape(x.shape)
-            keep = torch.rand(self._mask_shape(kept), device=x.device) < theta
-            return torch.where(keep, kept, other).reshape(x.shape)
-        terms = [t if self.always[i] else self._term(t, i) for i, t in enumerate((xv, fv)) if not self.never[i]]
-        out = terms[0] + terms[1] if len(terms) == 2 else terms[0] if terms else torch.zeros_like(xv)
-        return out.reshape(x.shape)
-
-    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
-        if x.shape != fx.shape or x.shape[1] % self.runs:
-            raise ValueError(f"a join of {self.runs} packed runs needs X and F(X) of one shape with a multiple of "
-                             f"{self.runs} channels, got {tuple(x.shape)} and {tuple(fx.shape)}")
-        return self._per_pass(self._join, (x, fx))
-
-    def extra_repr(self) -> str:
-        return f"runs={self.runs}, " + ("coupled, on=" + repr(self.on) if self.coupled else "pair") + \
-            f", granularity={self.granularity!r}, inference={self.inference!r}"
 
 
 class PackedLinear(nn.Module):

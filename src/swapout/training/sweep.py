@@ -156,7 +156,9 @@ def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[O
     runs, packs = [r for unit in work for r in _members(unit)], sum(isinstance(u, Pack) for u in work)
     return (f"sweep {sweep_dir}: {plural(len(runs), 'run')}" + (f" ({plural(packs, 'pack')})" if packs else "")
             + f", {sum(r.state == 'done' for r in runs)} done, "
-            f"{sum(u.state == 'resume' for u in work if u.state != 'done')} to resume; {per_gpu} at a time on "
+            # runs, not units: a pack resumes all its runs that are not done
+            f"{sum(r.state != 'done' for u in work if u.state == 'resume' for r in _members(u))} to resume; "
+            f"{per_gpu} at a time on "
             + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
             + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
 

@@ -2,11 +2,12 @@
 
 ``swapout sweep --pack G`` packs runs that may share a network: the same data, architecture, batch
 size, epochs and learning-rate schedule (every config field but :data:`TrainConfig.PACK_MAY_DIFFER`)
-and joins whose masks have the same structure (pairs of per-unit keep probabilities for resnet,
-swapout, dropout and residual dropout; one draw per mini-batch for stochastic depth; SkipForward's
-coupled mask). Runs are taken in the sweep's order and each group is cut into packs of at most G; a
-sweep file may also name a pack for an entry (``"pack": "NAME"``), which puts all its runs, and those
-of every entry naming the same pack, into that one pack, or refuses if they cannot share it.
+and joins whose masks combine X and F(X) the same way (a pair of independent masks for resnet, swapout,
+dropout, residual dropout and stochastic depth; SkipForward's one coupled mask, on the same input). Keep
+probabilities and granularities may differ: each run's masks are drawn at its own. Runs are taken in the
+sweep's order and each group is cut into packs of at most G; a sweep file may also name a pack for an
+entry (``"pack": "NAME"``), which puts all its runs, and those of every entry naming the same pack, into
+that one pack, or refuses if they cannot share it.
 
     SWEEP_DIR/packs/NAME/pack.json      the pack's runs: their directories and configs
     SWEEP_DIR/packs/NAME/checkpoint.pt  the packed network's checkpoint (the runs keep plain ones)
@@ -73,9 +74,12 @@ def check_packable(cfgs: Sequence[TrainConfig], name: str) -> None:
         raise ValueError(f"pack {name!r}: {err}") from None
     kinds = {_join_kinds(cfg) for cfg in cfgs}
     if len(kinds) > 1:
-        raise ValueError(f"pack {name!r}: its runs' joins draw masks of different structures (methods "
-                         f"{', '.join(sorted({c.method for c in cfgs}))}); resnet, swapout, dropout and "
-                         f"residual_dropout pack together, stochastic_depth and skipforward each with their own")
+        methods = sorted({c.method if c.method != "skipforward" else f"skipforward on {c.skipforward_on}"
+                          for c in cfgs})
+        raise ValueError(f"pack {name!r}: its runs' joins combine X and F(X) differently (methods "
+                         f"{', '.join(methods)}); resnet, swapout, dropout, residual_dropout and stochastic_depth "
+                         f"pack together, at any keep probabilities and granularities, skipforward only with "
+                         f"skipforward on the same input")
     # a real pack of two on the CPU: the check that the packed network computes what the runs would
     models = []
     for cfg in (list(cfgs) * 2)[:2]:
