@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "swapout"
 
 # The application: what defines runs and evaluates them, training, the command line. The rest (the op,
 # layers, schedules, models, conversion, data, evaluation) is the library a user imports into a network.
-APPLICATION = {"runs", "training", "cli"}
+APPLICATION = {"runs", "training", "tuning", "cli"}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 250, 60
 
 

@@ -15,6 +15,7 @@ import swapout.runs.report
 import swapout.training.train
 from swapout.cli.checks import eval_options, sweep_setup, train_config
 from swapout.cli.main import build_parser, main
+from swapout.cli.tune import tune_checks
 from swapout.runs.config import TrainConfig
 from swapout.runs.distributed import Process
 from swapout.runs.evaluate import check_options
@@ -113,17 +114,37 @@ def _finished_run(path, **results):
     return str(path)
 
 
-def test_resuming_a_finished_run_says_it_only_evaluates_again(tmp_path, capsys, trained):
+def test_resuming_a_finished_run_reports_it_done_and_evaluates_only_when_asked(tmp_path, capsys, trained):
     run = _finished_run(tmp_path / "done", epochs_completed=4.0, steps=124)
     assert main(["train", "--resume", run]) == 0
-    assert capsys.readouterr().err == f"swapout train: {run} is finished (all 4 epochs are done): nothing is left " \
-                                      f"to train, so it is only evaluated again, as 'swapout eval {run}' would\n"
-    assert trained[-1][2] is True  # it still does what it did: evaluates
+    out, err = capsys.readouterr()
+    assert err == f"swapout train: {run} is finished (all 4 epochs are done): nothing is left to train, and its " \
+                  f"results stay as they are (give --re-evaluate to evaluate it again)\n"
+    assert not trained and "| run | preset |" in out  # its results, as they are: nothing is evaluated again
+    assert main(["train", "--resume", run, "--re-evaluate"]) == 0
+    assert "evaluating it again (--re-evaluate)" in capsys.readouterr().err and trained[-1][2] is True
     short = _finished_run(tmp_path / "short", epochs_completed=0.1, steps=3, max_steps=3)
     assert main(["train", "--resume", short]) == 0
     assert "it stopped at --max-steps 3 (give a larger --max-steps to train further)" in capsys.readouterr().err
+    assert len(trained) == 1
     assert main(["train", "--resume", short, "--max-steps", "9"]) == 0  # it goes on: nothing to say
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "" and len(trained) == 2
+    _refused(["train", "--preset", SWAPOUT, "--re-evaluate"], capsys, "--re-evaluate goes with --resume")
+
+
+def test_a_pack_whose_runs_are_all_finished_is_reported_and_evaluated_only_when_asked(tmp_path, capsys, monkeypatch):
+    from swapout.training.train import write_pack
+
+    calls = []
+    monkeypatch.setattr(swapout.training.train, "train_pack", lambda *a, **k: calls.append(a) or [{}])
+    runs = [_finished_run(tmp_path / f"run-{i}", epochs_completed=4.0, steps=124) for i in (0, 1)]
+    write_pack(tmp_path / "pack", [TrainConfig(depth=8, epochs=4)] * 2, runs)
+    assert main(["train", "--pack-dir", str(tmp_path / "pack")]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"swapout train: every run of the pack {tmp_path / 'pack'} is finished: nothing is left to train, " \
+                  f"and their results stay as they are (give --re-evaluate to evaluate them again)\n"
+    assert not calls and "| run | preset |" in out
+    assert main(["train", "--pack-dir", str(tmp_path / "pack"), "--re-evaluate"]) == 0 and len(calls) == 1
 
 
 def _fake_run(path, seed, det, samples=1):
@@ -205,12 +226,15 @@ def _check(command, argv, tmp_path):
         check_options(**{k: given[k] for k in inspect.signature(check_options).parameters})
     elif command == "sweep":
         sweep_setup(args)
+    elif command == "tune":
+        tune_checks(args)
 
 
 def test_every_documented_default_is_accepted_as_it_stands(tmp_path):
     """``--theta1 None`` was refused although its help said "default: None": the walk tries every such
     value on the command line and through the checks that run before any work."""
-    base = {"eval": ["eval", str(tmp_path)], "sweep": ["sweep", "--out", str(tmp_path), "--presets", SWAPOUT]}
+    base = {"eval": ["eval", str(tmp_path)], "sweep": ["sweep", "--out", str(tmp_path), "--presets", SWAPOUT],
+            "tune": ["tune", "--preset", SWAPOUT]}
     walked = []
     for command, option, value in _walk():
         argv = base.get(command, [command]) + [option, value]
@@ -220,6 +244,7 @@ def test_every_documented_default_is_accepted_as_it_stands(tmp_path):
             pytest.fail(f"swapout {' '.join(argv)} (its documented default) is refused: {err}")
         walked.append((command, option))
     assert ("train", "--theta1") in walked and ("sweep", "--theta2") in walked and ("eval", "--repeats") in walked
+    assert ("tune", "--pruner") in walked and ("tune", "--grace") in walked
     assert len(walked) > 60
 
 

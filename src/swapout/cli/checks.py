@@ -39,9 +39,13 @@ def _join_sources(preset: Optional[str], values: Dict[str, Any], given: Dict[str
 
 
 def _json_config(text: str) -> Dict[str, Any]:
-    """The fields of ``--config-json``: a JSON object of config fields, as a sweep hands a run its config."""
+    """The fields of ``--config-json``: a JSON object of config fields, as a sweep hands a run its config, or a
+    file that holds one (a run's config.json, the best-config.json of ``swapout tune``)."""
     import json
+    from pathlib import Path
 
+    if not text.lstrip().startswith(("{", "[")) and Path(text).is_file():
+        text = Path(text).read_text()
     try:
         values = json.loads(text)
     except ValueError as err:
@@ -72,8 +76,11 @@ def train_config(args: argparse.Namespace):
     return cfg
 
 
-def resume_note(run_dir, cfg) -> Optional[str]:
-    """A line saying that resuming the run ``run_dir`` (config ``cfg``) has nothing left to train, or None."""
+def resume_note(run_dir, cfg, re_evaluate: bool = False) -> Optional[str]:
+    """A line saying that resuming the run ``run_dir`` (config ``cfg``) has nothing left to train, or None.
+
+    ``re_evaluate``: the run is to be evaluated again (``--re-evaluate``); otherwise its results stand.
+    """
     from ..runs.rundir import RunDir
 
     results = RunDir(run_dir).read_results()
@@ -85,8 +92,10 @@ def resume_note(run_dir, cfg) -> Optional[str]:
         why = f"it stopped at --max-steps {cfg.max_steps} (give a larger --max-steps to train further)"
     else:
         return None
-    return (f"{run_dir} is finished ({why}): nothing is left to train, so it is only evaluated again, as "
-            f"'swapout eval {run_dir}' would")
+    if re_evaluate:
+        return f"{run_dir} is finished ({why}): nothing is left to train; evaluating it again (--re-evaluate)"
+    return (f"{run_dir} is finished ({why}): nothing is left to train, and its results stay as they are (give "
+            f"--re-evaluate to evaluate it again)")
 
 
 def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str, Optional[str]]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from typing import List, Optional
 
-from .checks import UsageError, eval_options, resume_note, sweep_setup, train_config, warn
-from .checks import overrides as _overrides
+from .checks import eval_options, sweep_setup, warn
 from .options import config_options, list_of, positive_float, positive_int
+from .train import train_parser
+from .tune import run_campaign, storage_options, tune_parser
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,63 +23,6 @@ def _demo(args: argparse.Namespace) -> None:
     from .demo import demo
 
     demo(steps=args.steps, batch=args.batch, samples=args.samples, seed=args.seed)
-
-
-def _train(args: argparse.Namespace) -> None:
-    from ..runs.config import TrainConfig
-    from ..runs.rundir import RunDir
-    from ..training.train import TrainingStopped, train
-
-    overrides = _overrides(args)
-    if args.config_json and (args.preset or args.resume or args.pack_dir):
-        raise UsageError("--config-json is a whole config: it goes with neither --preset, --resume nor --pack-dir "
-                         "(config options may go over it)")
-    if args.pack_dir:
-        return _train_pack(args, overrides)
-    if args.resume:
-        run = RunDir(args.resume)
-        saved = run.read_config()
-        given = {**overrides, **({"preset": args.preset} if args.preset else {})}
-        try:
-            cfg = TrainConfig.for_resume(saved, given)
-        except ValueError as err:
-            raise UsageError(f"--resume {args.resume}: {err}") from None
-        note = resume_note(run.path, cfg)
-        if note:
-            print(f"swapout train: {note}", file=sys.stderr)
-        out = run.path
-    else:
-        cfg = train_config(args)
-        name = (cfg.preset or f"{cfg.model}-{cfg.depth}-w{cfg.width}-{cfg.method}").replace("/", "-")
-        out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        results = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
-    except TrainingStopped as err:
-        print(f"swapout train: {err}", file=sys.stderr)
-        raise SystemExit(1)
-    if "stopped" in results or int(os.environ.get("RANK", "0")) != 0:
-        return
-    from ..runs.report import report_table
-
-    print(report_table([out]))
-
-
-def _train_pack(args: argparse.Namespace, overrides: dict) -> None:
-    from ..training.train import TrainingStopped, train_pack
-
-    if args.preset or args.resume or args.out:
-        raise UsageError("--pack-dir trains the pack recorded there (its pack.json): it takes no --preset, "
-                         "--resume or --out")
-    try:
-        results = train_pack(args.pack_dir, progress=not args.quiet, changes=overrides)
-    except TrainingStopped as err:
-        print(f"swapout train: {err}", file=sys.stderr)
-        raise SystemExit(1)
-    failed = [r["failed"] for r in results if "failed" in r]
-    if failed:
-        print(f"swapout train: {len(failed)} of {len(results)} runs of the pack stopped: " + "; ".join(failed),
-              file=sys.stderr)
-        raise SystemExit(1)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -105,27 +47,12 @@ def _sweep(args: argparse.Namespace) -> None:
     from ..training.sweep import run_sweep
 
     definition, device, data_dir = sweep_setup(args)
+    if args.storage:
+        return run_campaign(args, definition, device, data_dir)
     status = run_sweep(args.out, definition, per_gpu=args.per_gpu, gpus=args.gpus, device=device, data_dir=data_dir,
                        budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace)
     if status:
         raise SystemExit(status)
-
-
-def _train_parser(sub) -> None:
-    tr = sub.add_parser("train", help="train a model with the paper's recipe, then evaluate it both ways",
-                        description="Train with the paper's recipe (or a preset), checkpointing as it goes, then "
-                                    "evaluate with deterministic and stochastic inference. A --method given here "
-                                    "drops the preset's thetas and granularity that the method does not take.")
-    tr.add_argument("--preset", help="a row of the paper, e.g. table1/swapout-v2-w2 (see 'swapout presets')")
-    tr.add_argument("--config-json", metavar="JSON", help="a whole config as a JSON object of its fields, as "
-                    "'swapout sweep' gives its runs theirs (instead of --preset; config options go over it)")
-    tr.add_argument("--out", help="run directory (if not given: runs/<preset>-<time>)")
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.add_argument("--pack-dir", metavar="PACK_DIR", help="train (or continue) the packed runs recorded in "
-                    "PACK_DIR/pack.json as one network; 'swapout sweep --pack' writes it")
-    config_options(tr)
-    tr.set_defaults(func=_train)
 
 
 _EVAL_DESCRIPTION = (
@@ -204,13 +131,14 @@ def _sweep_parser(sub) -> None:
     # a sweep takes its seeds from --seeds, and runs each child on a whole GPU chosen with --gpus
     config_options(sw, {"seed": argparse.SUPPRESS,
                         "device": "auto, cpu or cuda (choose GPUs with --gpus); default: 'auto'"})
+    storage_options(sw, tune=False)
     sw.set_defaults(func=_sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="swapout", description="Swapout (Singh et al., NeurIPS 2016) for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _train_parser(sub)
+    train_parser(sub)
     _eval_parser(sub)
     sub.add_parser("presets", help="list the presets with the paper's reported errors",
                    description="List every preset (a row of the paper's Tables 1-5, or a short run) with its "
@@ -222,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one row per group of runs that differ only in their seed: mean ± sd over the seeds")
     rp.set_defaults(func=_report)
     _sweep_parser(sub)
+    tune_parser(sub)
     demo = sub.add_parser("demo", help="build the paper's models, train a few steps on random data, infer both ways")
     demo.add_argument("--steps", type=int, default=3, help="training steps; default: 3")
     demo.add_argument("--batch", type=int, default=32, help="batch size; default: 32")
@@ -234,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, to say how to rejoin or continue it
     try:
         args.func(args)
     except ValueError as err:  # UsageError, DataError, CheckpointError and bad arguments are all ValueErrors

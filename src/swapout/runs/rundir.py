@@ -19,11 +19,11 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint"]
+__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint", "write_pack", "read_pack"]
 
 _MAGIC = b"SWAPOUT-CKPT-1\n"
 
@@ -154,3 +154,18 @@ class RunDir:
 
     def read_results(self) -> Optional[Dict[str, Any]]:
         return json.loads(self.results_path.read_text()) if self.results_path.exists() else None
+
+
+def write_pack(pack_dir, cfgs: Sequence[Any], run_dirs: Sequence[Any]) -> None:
+    """Record a pack in ``pack_dir/pack.json``: its runs' configs and directories, in pack order."""
+    Path(pack_dir).mkdir(parents=True, exist_ok=True)
+    save_json({"runs": [{"path": str(p), "config": c.to_dict()} for c, p in zip(cfgs, run_dirs)]},
+              Path(pack_dir) / "pack.json")
+
+
+def read_pack(pack_dir) -> List[Dict[str, Any]]:
+    """The runs recorded by :func:`write_pack`: ``[{"path", "config"}]``; ValueError if there is no pack."""
+    try:
+        return json.loads((Path(pack_dir) / "pack.json").read_text())["runs"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{pack_dir} is not a pack directory (no readable pack.json: {err})") from None

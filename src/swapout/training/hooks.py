@@ -5,7 +5,8 @@ Subclass :class:`Hook`, override what you need, and pass instances to :func:`swa
 ``cfg``, its ``state`` (epoch, step within it, global step, training time), its ``members`` (each run's
 config, run directory and network) and ``model`` (the network being trained: a pack's, when packed).
 Hooks run on the lead process only, and must not change the training: an exact resume replays the
-same steps whatever the hooks did.
+same steps whatever the hooks did. A hook may end it early, with a checkpoint, by
+``training.request_stop(why)`` (a pruner does: :mod:`swapout.tuning.trial_run`).
 
     class Saver(swapout.training.hooks.Hook):
         def on_epoch_end(self, training, complete):

@@ -38,9 +38,10 @@ class Training(TrainingRecords):
     """Set up, run and evaluate ``members`` (one, or a pack checkpointed in ``pack_run``)."""
 
     def __init__(self, members: Sequence[Member], pack_run: Optional[RunDir], proc: Process, progress: bool,
-                 log: Callable[[str], None], hooks: Optional[Hooks] = None):
+                 log: Callable[[str], None], hooks: Optional[Hooks] = None, test: bool = True):
         self.members, self.pack_run, self.proc, self.progress, self.log = list(members), pack_run, proc, progress, log
-        self.hooks = hooks or Hooks()
+        self.hooks, self.test = hooks or Hooks(), test
+        self.stop_request: Optional[str] = None
         self.cfg, self.runs = members[0].cfg, len(members)
         if self.runs > 1 and proc.world > 1:
             raise ValueError("a pack trains in one process; run data-parallel training without packing")
@@ -52,7 +53,8 @@ class Training(TrainingRecords):
         cfg, proc, device = self.cfg, self.proc, self.proc.device
         self.precision, self.compiled = resolve_speed(cfg.precision, cfg.compile, device)
         train_split = load_split(cfg.dataset, "train", cfg.data_dir)
-        test_split = load_split(cfg.dataset, "test", cfg.data_dir)
+        # a search never reads the test split: it is not even loaded
+        test_split = load_split(cfg.dataset, "test", cfg.data_dir) if self.test else None
         for run in self._checkpoint_runs() if not resume else ():
             if run.exists() or run.checkpoint_path.exists():
                 raise ValueError(f"{run.path} already holds a run; resume it with --resume {run.path}, or choose "
@@ -63,14 +65,22 @@ class Training(TrainingRecords):
         if self.runs == 1:
             self.model = prepare_model(self.members[0].model.to(device))
         else:  # the runs' own networks stay beside the pack: their weights are unpacked into them to evaluate
-            self.model = prepare_model(pack([m.model.to(device) for m in self.members]))
+            # in a solo run's layout: the fused kernel draws a unit's masks by its place in memory, so a run's
+            # stochastic figures are then the same whether it was evaluated in its pack or alone
+            self.model = prepare_model(pack([prepare_model(m.model.to(device)) for m in self.members]))
         if proc.world > 1:
             if cfg.sync_bn:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             # masks: an independent stream per process (the initial weights above are the same everywhere)
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, proc.rank]).generate_state(1)[0]))
-        net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if proc.world > 1 else self.model
+        # static_graph: some joins leave a term out altogether (theta 0 in the reference op: dropout's X,
+        # so the projection shortcuts get no gradient; SkipForward's theta 1 or 0), and DDP would wait for
+        # those gradients and fail at the second step. Which terms are left out is fixed for a run (thetas
+        # are set when the network is built; the fused kernel or the reference op is chosen by device, dtype
+        # and settings), so the unused parameters are the same at every step, as static_graph asks; DDP finds
+        # them in the first step, eager or compiled. find_unused_parameters would walk the graph every step.
+        net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      static_graph=True) if proc.world > 1 else self.model
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.n_train = len(train_split) - cfg.val_split
@@ -128,6 +138,7 @@ class Training(TrainingRecords):
                     state.sums = [[0.0, 0, 0] for _ in self.members]
                     self.step.reset_sums()
                 self._checkpoint()
+                signalled = self.stop_request
         if signalled:
             self.log(f"stopped by {signalled} at epoch {state.epoch + 1}, step {state.step}; checkpoint written. "
                      f"Resume with: " + (f"swapout train --resume {self.members[0].run.path}" if self.pack_run is None
@@ -138,6 +149,12 @@ class Training(TrainingRecords):
                        for g in range(self.runs)]
         self.hooks.call("on_end", self, results)
         return results
+
+    def request_stop(self, why: str) -> None:
+        """Stop at the next point where the figures are read (or at this epoch's end), with a checkpoint, as a
+        signal would: how a hook (a pruner, a worker that lost its study) ends a run. ``why`` is logged and
+        returned as the results' ``stopped``."""
+        self.stop_request = why
 
     def _describe(self) -> str:
         cfg, n = self.cfg, len(self.loaders[0])
@@ -180,7 +197,7 @@ class Training(TrainingRecords):
             bar.update((state.step - shown) * images, **self._bar_figures())
             shown = state.step
             if signal_seen and not self.max_steps_reached:
-                signalled = received["name"] or "a signal to another process"
+                signalled = received["name"] or self.stop_request or "a signal to another process"
             if signalled or (checkpoint_due and state.step < n):  # the epoch's end checkpoints anyway
                 state.train_time += time.time() - started
                 started = time.time()
@@ -194,7 +211,8 @@ class Training(TrainingRecords):
     def _read(self, received: Dict[str, Optional[str]], bar: Progress) -> bool:
         """Read the figures from the device; stop the runs whose loss was not finite; whether a signal came."""
         figures = self.step.read()
-        signal_seen, bad = self.proc.any(bool(received["name"]), any(f.first_bad >= 0 for f in figures))
+        signal_seen, bad = self.proc.any(bool(received["name"] or self.stop_request),
+                                         any(f.first_bad >= 0 for f in figures))
         if bad:
             for g, f in enumerate(figures):
                 if not self.state.failed[g] and (f.first_bad >= 0 or self.runs == 1):

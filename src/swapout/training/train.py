@@ -17,7 +17,6 @@ finite stops alone while the others go on.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -28,7 +27,7 @@ import torch
 from ..runs.config import TrainConfig
 from ..runs.distributed import process_group
 from ..runs.experiment import build_model
-from ..runs.rundir import RunDir, save_json
+from ..runs.rundir import RunDir, read_pack, write_pack
 from .hooks import Hook, Hooks
 from .loop import READ_EVERY, Member, Training, TrainingStopped, TrainState
 
@@ -42,30 +41,17 @@ def _stderr(s: str) -> None:
 
 
 def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True, log: _Log = _stderr,
-          hooks: Sequence[Hook] = ()) -> Dict[str, Any]:
+          hooks: Sequence[Hook] = (), test: bool = True) -> Dict[str, Any]:
     """Train (or resume) a run in ``run_dir`` and evaluate it; returns the contents of results.json.
 
     Raises ValueError for a bad config, unusable data or an unwritable directory (before writing
     anything), and :class:`TrainingStopped` if the loss stops being finite. Returns early, with a
     checkpoint written and ``results["stopped"]`` naming the signal, when SIGINT or SIGTERM arrives.
-    ``hooks``: :class:`swapout.training.hooks.Hook` instances, called at the loop's named points.
+    ``hooks``: :class:`swapout.training.hooks.Hook` instances, called at the loop's named points; one may
+    end the run early with ``training.request_stop(why)`` (results then hold ``"stopped": why``).
+    ``test``: False leaves the test split unread, not even loaded (a search reports on held-out images only).
     """
-    return _run([cfg], [run_dir], None, resume, progress, log, hooks)[0]
-
-
-def write_pack(pack_dir, cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any]) -> None:
-    """Record a pack in ``pack_dir/pack.json``: its runs' configs and directories, in pack order."""
-    Path(pack_dir).mkdir(parents=True, exist_ok=True)
-    save_json({"runs": [{"path": str(p), "config": c.to_dict()} for c, p in zip(cfgs, run_dirs)]},
-              Path(pack_dir) / "pack.json")
-
-
-def read_pack(pack_dir) -> List[Dict[str, Any]]:
-    """The runs recorded by :func:`write_pack`: ``[{"path", "config"}]``; ValueError if there is no pack."""
-    try:
-        return json.loads((Path(pack_dir) / "pack.json").read_text())["runs"]
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{pack_dir} is not a pack directory (no readable pack.json: {err})") from None
+    return _run([cfg], [run_dir], None, resume, progress, log, hooks, test)[0]
 
 
 def train_pack(pack_dir, resume: Optional[bool] = None, progress: bool = True, log: _Log = _stderr,
@@ -88,7 +74,7 @@ def train_pack(pack_dir, resume: Optional[bool] = None, progress: bool = True, l
 
 
 def _run(cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any], pack_dir: Optional[Path], resume: bool,
-         progress: bool, log: _Log, hooks: Sequence[Hook] = ()) -> List[Dict[str, Any]]:
+         progress: bool, log: _Log, hooks: Sequence[Hook] = (), test: bool = True) -> List[Dict[str, Any]]:
     models = []
     for cfg in cfgs:
         torch.manual_seed(cfg.seed)  # the initial weights follow the seed, as in a solo run
@@ -100,5 +86,6 @@ def _run(cfgs: Sequence[TrainConfig], run_dirs: Sequence[Any], pack_dir: Optiona
     members = [Member(cfg, RunDir(path), model) for cfg, path, model in zip(cfgs, run_dirs, models)]
     with process_group(cfgs[0].device) as proc:
         training = Training(members, RunDir(pack_dir) if pack_dir is not None else None, proc,
-                            progress and proc.lead, log if proc.lead else (lambda s: None), Hooks(hooks, proc.lead))
+                            progress and proc.lead, log if proc.lead else (lambda s: None), Hooks(hooks, proc.lead),
+                            test)
         return training.run(resume)
