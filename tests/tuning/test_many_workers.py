@@ -120,7 +120,7 @@ def test_the_campaign_on_the_engine_equals_the_one_machine_sweep(tmp_path, postg
 def test_a_database_that_goes_away_stops_the_worker_in_one_line_and_rejoining_continues(tmp_path, postgres):
     url, out = postgres.database(), tmp_path / "study"
     argv = _cli("tune", "--preset", PRESET, "--storage", url, "--study", "s", "--out", str(out), "--trials", "1",
-                "--epochs", "1", "--max-steps", "40", "--checkpoint-every", "2", "--pruner", "none", *FAST_FAULTS,
+                "--epochs", "3", "--max-steps", "40", "--checkpoint-every", "2", "--pruner", "none", *FAST_FAULTS,
                 *TINY)
     worker = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoint = out / "trial-0000" / "checkpoint.pt"
@@ -133,11 +133,11 @@ def test_a_database_that_goes_away_stops_the_worker_in_one_line_and_rejoining_co
     assert worker.returncode == 1, stdout + stderr
     assert len(stderr.strip().splitlines()) == 1 and "lost the study's database" in stderr, stderr
     assert "Traceback" not in stdout + stderr
-    stopped_at = read_checkpoint(checkpoint)["state"]["global_step"]  # intact: its checksum holds
-    assert 2 <= stopped_at < 40 and not (checkpoint.parent / "results.json").exists()
+    state = read_checkpoint(checkpoint)["state"]  # intact: its checksum holds
+    assert 2 <= state["global_step"] < 40 and not (checkpoint.parent / "results.json").exists()
 
     again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert [t.state.name for t in _study(url, "s").trials] == ["FAIL", "COMPLETE"]  # retried once stale
     log = (checkpoint.parent / "train.log").read_text()
-    assert f"resuming {checkpoint.parent} at epoch 1, step {stopped_at} of" in log
+    assert f"resuming {checkpoint.parent} at epoch {state['epoch'] + 1}, step {state['step']} of" in log
