@@ -1,4 +1,4 @@
-"""Fault handling: SIGTERM then resume, truncated checkpoints, a non-finite loss."""
+"""Fault handling: SIGKILL or SIGTERM then resume, truncated checkpoints, a non-finite loss."""
 
 import json
 import random
@@ -20,7 +20,10 @@ from swapout.training.train import TrainingStopped, train
 needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
                                 reason="CIFAR-10 (../shared/data) is not available here")
 
-TINY = dict(depth=8, val_split=49000, batch_size=32, epochs=4, checkpoint_every=4, eval_samples=2, eval_limit=100,
+# 500 training images (the rest held out) in batches of 16: 31 steps per epoch, which the steps named below
+# count on, at half the cost of batches of 32. Three epochs: an interruption in the second is followed by an
+# epoch end and, in the third, the first drop of the learning rate (milestones 2 and 3 for 3 epochs).
+TINY = dict(depth=8, val_split=49500, batch_size=16, epochs=3, checkpoint_every=4, eval_samples=2, eval_limit=100,
             seed=1, device="cpu")
 TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))] + ["--quiet"]
 
@@ -47,6 +50,7 @@ def _signal_when(proc, run: Path, step: int, sig) -> dict:
 
 @pytest.fixture(scope="module")
 def whole_run(tmp_path_factory):
+    """The uninterrupted run that every interrupted one must equal: trained once for the module."""
     run = tmp_path_factory.mktemp("whole") / "run"
     proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
@@ -56,21 +60,39 @@ def whole_run(tmp_path_factory):
 def _same_run(a: Path, b: Path) -> None:
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_time_s"} for r in rows]  # noqa: E731
     assert strip(RunDir(a).read_metrics()) == strip(RunDir(b).read_metrics())
+    assert len(RunDir(a).read_metrics()) == TINY["epochs"]
     assert json.loads((a / "results.json").read_text())["splits"] == json.loads((b / "results.json").read_text())["splits"]
-    wa, wb = read_checkpoint(a / "checkpoint.pt")["model"], read_checkpoint(b / "checkpoint.pt")["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ca, cb = read_checkpoint(a / "checkpoint.pt"), read_checkpoint(b / "checkpoint.pt")
+    assert ca["state"]["global_step"] == cb["state"]["global_step"] == 31 * TINY["epochs"]
+    wa, wb = ca["model"], cb["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @needs_data
 def test_sigterm_mid_epoch_checkpoints_exits_0_and_resume_equals_uninterrupted(whole_run, tmp_path):
     run = tmp_path / "run"
     proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
-    _signal_when(proc, run, 40, signal.SIGTERM)
+    # the first checkpoint of the second epoch (31 steps each) is at step 32: the signal has 29 steps to land
+    # before the epoch ends
+    _signal_when(proc, run, 32, signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     err = proc.stderr.read()
     assert "stopped by SIGTERM" in err and f"swapout train --resume {run}" in err
     state = read_checkpoint(run / "checkpoint.pt")["state"]
     assert 0 < state["step"] < 31 and not (run / "results.json").exists()  # mid-epoch
+    resumed = _cli(["train", "--resume", str(run), "--quiet"])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    _same_run(whole_run, run)
+
+
+@needs_data
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(whole_run, tmp_path):
+    # SIGKILL leaves no chance to checkpoint: the run resumes from the last periodic one (every 4 steps)
+    run = tmp_path / "killed"
+    proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
+    _signal_when(proc, run, 32, signal.SIGKILL)  # in the second epoch, as above
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert not (run / "results.json").exists()
     resumed = _cli(["train", "--resume", str(run), "--quiet"])
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     _same_run(whole_run, run)

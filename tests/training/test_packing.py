@@ -4,7 +4,6 @@ import contextlib
 import json
 import math
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -107,10 +106,48 @@ def test_stochastic_depth_draws_one_mask_per_run_and_step():
         assert abs(kept[g].item() / calls - theta) <= 5 * math.sqrt(theta * (1 - theta) / calls)
 
 
+def test_runs_of_different_granularities_share_a_pack_each_drawing_at_its_own():
+    from swapout.training.sweep_packs import check_packable
+
+    # granularity is a run's own, as its keep probabilities are: a named pack takes runs that differ in it
+    check_packable([TrainConfig(depth=8, method="swapout", granularity=g, seed=s)
+                    for s, g in enumerate(("unit", "channel"))], "mine")
+    check_packable([TrainConfig(depth=8, method=m) for m in ("swapout", "stochastic_depth")], "mine")
+    with pytest.raises(ValueError, match="pack 'mine': its runs' joins combine X and F\\(X\\) differently \\(methods "
+                                         "skipforward on x, swapout\\).*at any keep probabilities and granularities"):
+        check_packable([TrainConfig(depth=8, method=m) for m in ("swapout", "skipforward")], "mine")
+    runs = [(Swapout(0.5, 0.5), "unit"), (StochasticDepth(0.3), "batch"), (Swapout(0.6, 0.4, "channel"), "channel"),
+            (Swapout(0.7, 0.2, "sample"), "sample")]
+    join = PackedJoin([j for j, _ in runs]).train()
+    assert join.granularities == tuple(g for _, g in runs)
+    calls, kept = 300, torch.zeros(len(runs))
+    for _ in range(calls):
+        _, m2 = _decode(join, len(runs), shape=(8, 4, 3, 3))  # (N, G, C, H, W): theta2's masks
+        for g, (_, granularity) in enumerate(runs):
+            m = m2[:, g]
+            constant = {"unit": (), "channel": (2, 3), "sample": (1, 2, 3), "batch": (0, 1, 2, 3)}[granularity]
+            if constant:  # one draw per channel, sample or batch of this run: constant over the other dimensions
+                assert bool((m == m.amax(constant, keepdim=True)).all()), granularity
+        kept += m2.transpose(0, 1).reshape(len(runs), -1).mean(1)
+    for g, theta in enumerate((0.5, 0.3, 0.4, 0.2)):  # 5 standard errors of the coarsest draw's mean
+        draws = calls * {"unit": 8 * 36, "channel": 8 * 4, "sample": 8, "batch": 1}[runs[g][1]]
+        assert abs(kept[g].item() / calls - theta) <= 5 * math.sqrt(theta * (1 - theta) / draws), g
+    # stochastic inference of 2 passes per call: the batch-granularity run draws once per pass
+    swapout.set_inference(join.eval(), "stochastic")
+    join.passes_per_call = 2
+    seen = set()
+    for _ in range(40):
+        _, m2 = _decode(join, len(runs), shape=(4, 4, 3, 3))
+        halves = m2[:, 1].reshape(2, -1)
+        assert bool((halves == halves[:, :1]).all())
+        seen.add(tuple(halves[:, 0].tolist()))
+    assert {(0.0, 1.0), (1.0, 0.0)} & seen  # the two passes' draws differ at times
+
+
 def test_what_cannot_share_a_pack_is_refused():
     with pytest.raises(ValueError, match="cannot pack ResNetV1: its forward mixes the channels"):
         pack(_models(2, "resnet_v1"))  # option-A shortcuts pad channels at the end
-    mixed = _models(1, method="swapout") + _models(1, method="stochastic_depth")
+    mixed = _models(1, method="swapout") + _models(1, method="skipforward")
     with pytest.raises(ValueError, match="joins of different kinds cannot share a pack"):
         pack(mixed)
     with pytest.raises(ValueError, match="must share the architecture"):
@@ -136,15 +173,17 @@ def float64():
 
 
 @needs_data
-def test_packed_maskless_runs_equal_their_solo_runs_after_24_steps(tmp_path, float64):
-    cfgs = [_tiny(s, method="resnet", max_steps=24, eval_samples=0) for s in (0, 1, 2)]
+def test_packed_maskless_runs_equal_their_solo_runs_after_12_steps(tmp_path, float64):
+    # Float64 convolutions are slow on a CPU, evaluation included: batches of 16, and 50 images evaluated
+    # per split. 12 steps already carry momentum, weight decay and BatchNorm statistics through the updates.
+    cfgs = [_tiny(s, method="resnet", max_steps=12, eval_samples=0, batch_size=16, eval_limit=50) for s in (0, 1, 2)]
     solo = [train(c, tmp_path / f"solo-{c.seed}", progress=False, log=lambda s: None) for c in cfgs]
     write_pack(tmp_path / "pack", cfgs, [tmp_path / f"run-{c.seed}" for c in cfgs])
     packed = train_pack(tmp_path / "pack", progress=False, log=lambda s: None)
     for c, alone, together in zip(cfgs, solo, packed):
         a = read_checkpoint(tmp_path / f"solo-{c.seed}" / "checkpoint.pt")
         b = read_checkpoint(tmp_path / f"run-{c.seed}" / "checkpoint.pt")
-        assert b["state"]["global_step"] == a["state"]["global_step"] == 24
+        assert b["state"]["global_step"] == a["state"]["global_step"] == 12
         for k, v in a["model"].items():  # parameters and BatchNorm statistics, within float32 rounding
             assert v.dtype in (torch.float64, torch.int64) and torch.allclose(b["model"][k], v, rtol=1e-7, atol=1e-9), k
         for k, v in a["optimizer"]["state"].items():
@@ -183,25 +222,32 @@ def test_a_run_whose_loss_becomes_non_finite_stops_alone(tmp_path, monkeypatch):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _sweep(args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "swapout.cli", "sweep", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def _sweep(args, capsys):
+    """``swapout sweep ARGS`` run by this process, as a finished subprocess would report it. Its runs are child
+    processes all the same; another interpreter for the sweep itself would only add seconds of start-up."""
+    try:
+        code = main(["sweep", *args])
+    except SystemExit as stop:
+        code = stop.code
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
 
 
+# as test_sweep.py's TINY, for the same reasons
 SWEEP_TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "2", "--max-steps", "12",
-              "--eval-samples", "2", "--eval-limit", "100", "--checkpoint-every", "4", "--device", "cpu"]
+              "--eval-samples", "2", "--eval-limit", "50", "--checkpoint-every", "4", "--device", "cpu"]
 
 
 @needs_data
-def test_a_packed_sweep_stopped_by_its_budget_continues_exactly_and_its_runs_evaluate(tmp_path):
+def test_a_packed_sweep_stopped_by_its_budget_continues_exactly_and_its_runs_evaluate(tmp_path, capsys):
     presets = ["--presets", "short/cpu-20-w1-resnet,short/cpu-20-w1-swapout", "--seeds", "0,1", "--pack", "4"]
-    whole = _sweep([*presets, "--out", str(tmp_path / "whole"), *SWEEP_TINY])
+    whole = _sweep([*presets, "--out", str(tmp_path / "whole"), *SWEEP_TINY], capsys)
     assert whole.returncode == 0 and "4 runs (1 pack)" in whole.stdout, whole.stdout + whole.stderr
-    first = _sweep([*presets, "--out", str(tmp_path / "cut"), "--budget-minutes", "0.01", *SWEEP_TINY])
+    first = _sweep([*presets, "--out", str(tmp_path / "cut"), "--budget-minutes", "0.01", *SWEEP_TINY], capsys)
     assert first.returncode == 0 and "0 of 4 runs done, 4 stopped" in first.stdout, first.stdout + first.stderr
     stopped = read_checkpoint(tmp_path / "cut" / "packs" / "pack-1" / "checkpoint.pt")["state"]["global_step"]
     assert 1 <= stopped < 12  # SIGTERM: the pack finished its step and checkpointed
-    second = _sweep(["--out", str(tmp_path / "cut"), "--device", "cpu"])
+    second = _sweep(["--out", str(tmp_path / "cut"), "--device", "cpu"], capsys)
     assert second.returncode == 0 and second.stdout.count("[done]") == 4, second.stdout + second.stderr
     assert "(resumed)" in second.stdout
     for run in sorted((tmp_path / "whole").glob("*/seed-*")):
@@ -236,3 +282,20 @@ def test_bad_pack_input_is_one_line_exit_2_and_nothing_starts(args, message, tmp
     assert message in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()
 
+
+
+@needs_data
+def test_a_finished_packed_run_resumed_alone_is_reported_and_evaluated_again_gives_the_same_figures(tmp_path, capsys):
+    cfgs = [_tiny(s, method="swapout", max_steps=2, epochs=1, eval_limit=20) for s in (0, 1)]
+    write_pack(tmp_path / "pack", cfgs, [tmp_path / f"run-{c.seed}" for c in cfgs])
+    packed = train_pack(tmp_path / "pack", progress=False, log=lambda s: None)
+    run = tmp_path / "run-1"
+    written = (run / "results.json").read_text()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # finished: its results stand
+    assert "results stay as they are (give --re-evaluate" in capsys.readouterr().err
+    assert (run / "results.json").read_text() == written
+    # evaluated again alone, the same checkpoint gives the same stochastic figures as in its pack: the masks
+    # are drawn from the run's own stream, by a network in the same memory layout
+    assert main(["train", "--resume", str(run), "--re-evaluate", "--quiet"]) == 0
+    again = json.loads((run / "results.json").read_text())
+    assert "stochastic_error" in again["splits"]["test"] and again["splits"] == packed[1]["splits"]

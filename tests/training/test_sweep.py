@@ -6,7 +6,6 @@ import re
 import shlex
 import statistics
 import subprocess
-import sys
 import time
 
 import pytest
@@ -24,9 +23,11 @@ needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.np
                                 reason="CIFAR-10 (../shared/data) is not available here")
 
 RESNET, SWAPOUT = "short/cpu-20-w1-resnet", "short/cpu-20-w1-swapout"
-# 1,000 training images, batch 32, at most 12 steps, 100 images evaluated: a run takes seconds.
+# 1,000 training images, batch 32, at most 12 steps, 50 images evaluated per split: a run's time is mostly its
+# process starting. Not fewer or smaller steps: a budget's SIGTERM is repeated every 0.2 s, and a run whose
+# training took less than that could finish between two of them instead of stopping.
 TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "2", "--max-steps", "12",
-        "--eval-samples", "2", "--eval-limit", "100", "--checkpoint-every", "4"]
+        "--eval-samples", "2", "--eval-limit", "50", "--checkpoint-every", "4"]
 
 
 def _run_main(args, capsys):
@@ -202,16 +203,22 @@ def test_ctrl_c_stops_the_children_with_a_checkpoint(tmp_path, monkeypatch):
     assert sweep_plan.plan(sweep_plan.open_sweep(tmp_path / "s"), tmp_path / "s")[0].state == "resume"
 
 
-def _sweep(args):
-    return subprocess.run([sys.executable, "-m", "swapout.cli", "sweep", *args], capture_output=True, text=True,
-                          timeout=600)
+def _sweep(args, capsys):
+    """``swapout ARGS`` run by this process, as a finished subprocess would report it. The runs are child processes
+    all the same; another interpreter for the sweep itself would only add seconds of start-up."""
+    try:
+        code = main(args)
+    except SystemExit as stop:
+        code = stop.code
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
 
 
 @needs_data
 def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, capsys):
     out = tmp_path / "sweep"
-    first = _sweep(["--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu", "2",
-                    "--budget-minutes", "0.01", "--device", "cpu", *TINY])
+    first = _sweep(["sweep", "--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu", "2",
+                    "--budget-minutes", "0.01", "--device", "cpu", *TINY], capsys)
     assert first.returncode == 0, first.stdout + first.stderr
     again = f"swapout sweep --out {out} --per-gpu 2 --device cpu"
     assert f"Continue with: {again}\n" in first.stdout
@@ -225,8 +232,7 @@ def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, 
     assert not (out / "short-cpu-20-w1-swapout").exists()  # no run starts after the budget
     configs = {run: (run / "config.json").read_bytes() for run in interrupted}
 
-    second = subprocess.run([sys.executable, "-m", "swapout.cli", *shlex.split(again)[1:]], capture_output=True,
-                            text=True, timeout=600)
+    second = _sweep(shlex.split(again)[1:], capsys)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("(resumed)") == 2 and second.stdout.count("[done]") == 4
     results = {}
@@ -258,3 +264,17 @@ def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, 
     lines = []  # all done: nothing starts, and the report comes again
     assert sweep.run_sweep(out, per_gpu=2, device="cpu", out=lines.append) == 0
     assert not any("[start]" in line for line in lines) and table in "\n".join(lines)
+
+
+def test_the_opening_line_counts_the_runs_to_resume_not_the_packs(tmp_path):
+    runs = [sweep_plan.Run("r", RESNET, seed, {}, tmp_path / "r" / f"seed-{seed}") for seed in (0, 1)]
+    work = [sweep_plan.Pack(runs, tmp_path / "packs" / "pack-1")]
+    (pack,) = work
+    pack.path.mkdir(parents=True)
+    (pack.path / "checkpoint.pt").write_text("{}")  # stopped by a budget: the pack and its runs checkpointed
+    for run in pack.runs:
+        run.path.mkdir(parents=True)
+        for name in ("config.json", "checkpoint.pt"):
+            (run.path / name).write_text("{}")
+    line = sweep._opening(tmp_path, work, 1, [None], 2, None)
+    assert "2 runs (1 pack), 0 done, 2 to resume;" in line, line

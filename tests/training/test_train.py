@@ -1,15 +1,9 @@
-"""Training on real CIFAR-10, interruption and exact resume, and the command line's handling of bad input."""
+"""Training on real CIFAR-10, resuming, and the command line's handling of bad input (runs interrupted and
+resumed exactly: test_faults.py)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from swapout.cli.main import main
 from swapout.data import files as data
@@ -27,67 +21,21 @@ TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs"
 
 @needs_data
 def test_few_hundred_steps_learn_real_cifar10(tmp_path):
-    # 300 steps of 64 images (19,200 images, 0.4 epochs) of the 20-layer Swapout v2 W x 1, Linear(1, 0.5).
-    # Held out: the last 2,000 training images. Chance is 10%: with p = 0.1 the number right out of
-    # 2,000 is Binomial(2000, 0.1), mean 200, standard deviation 13.4; the 20% threshold (400 right)
-    # is 15 standard deviations above it, so no untrained or broken model passes by luck. (Measured:
-    # about 31% accuracy with deterministic inference and 30% with 4 stochastic passes.)
-    cfg = TrainConfig(depth=20, width=1, theta1="linear(1,0.5)", theta2="linear(1,0.5)", batch_size=64,
-                      max_steps=300, val_split=2000, eval_samples=4, eval_limit=2000, device="cpu")
-    results = train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    # 300 steps of 32 images (9,600 images, 0.2 epochs) of the 8-layer Swapout v2 W x 1, Linear(1, 0.5):
+    # the whole recipe (data, crops and flips, masks, SGD, BatchNorm statistics) on a network small enough
+    # to train in seconds. Held out: the last 1,000 training images; the test split is not needed.
+    # Chance is 10%: the number right out of 1,000 is then Binomial(1000, 0.1), mean 100, standard
+    # deviation 9.5; the 20% threshold (200 right) is 10.5 standard deviations above it, so no untrained
+    # or broken model passes by luck. (Measured over seeds 0-3: 32-41% accuracy with deterministic
+    # inference and 32-40% with 2 stochastic passes.)
+    cfg = TrainConfig(depth=8, width=1, theta1="linear(1,0.5)", theta2="linear(1,0.5)", batch_size=32,
+                      max_steps=300, val_split=1000, eval_samples=2, device="cpu")
+    results = train(cfg, tmp_path / "run", progress=False, log=lambda s: None, test=False)
     val = results["splits"]["val"]
-    assert val["images"] == 2000
+    assert val["images"] == 1000 and "test" not in results["splits"]
     assert 100 - val["stochastic_error"] > 20, val
     assert 100 - val["deterministic_error"] > 20, val
     assert results["steps"] == 300
-
-
-def _cli(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "swapout.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _comparable(run: Path):
-    rows = [{k: v for k, v in r.items() if k != "train_time_s"} for r in RunDir(run).read_metrics()]
-    results = json.loads((run / "results.json").read_text())
-    return rows, results["splits"], read_checkpoint(run / "checkpoint.pt")
-
-
-@needs_data
-def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
-    whole = _cli(["train", *TINY, "--out", str(tmp_path / "whole")])
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()
-
-    run = tmp_path / "killed"
-    proc = _cli(["train", *TINY, "--out", str(run)])
-    killed_at = None
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:
-        ckpt = run / "checkpoint.pt"
-        if ckpt.exists():
-            try:
-                state = read_checkpoint(ckpt)["state"]
-            except Exception:
-                state = None
-            if state and state["global_step"] >= 40:  # in the second epoch (31 steps each)
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                killed_at = state
-                break
-        time.sleep(0.01)
-    assert killed_at is not None, "the run ended before it could be killed"
-    assert not (run / "results.json").exists()
-    resumed = _cli(["train", "--resume", str(run), "--quiet"])
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
-
-    rows_a, splits_a, ckpt_a = _comparable(tmp_path / "whole")
-    rows_b, splits_b, ckpt_b = _comparable(run)
-    assert rows_a == rows_b and len(rows_a) == 4
-    assert splits_a == splits_b
-    assert ckpt_a["model"].keys() == ckpt_b["model"].keys()
-    for name, tensor in ckpt_a["model"].items():
-        assert torch.equal(tensor, ckpt_b["model"][name]), name
-    assert ckpt_a["state"]["global_step"] == ckpt_b["state"]["global_step"] == 124
 
 
 def _run_main(args, capsys):
