@@ -1,6 +1,7 @@
 """Fault handling: SIGKILL or SIGTERM then resume, truncated checkpoints, a non-finite loss."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -29,8 +30,10 @@ TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", st
 
 
 def _cli(args):
+    # One thread per run: at this size more threads only add synchronisation, the uninterrupted run trains beside
+    # an interrupted one, and runs compared bit for bit must all have the same number of threads.
     return subprocess.Popen([sys.executable, "-m", "swapout.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _signal_when(proc, run: Path, step: int, sig) -> dict:
@@ -49,12 +52,25 @@ def _signal_when(proc, run: Path, step: int, sig) -> dict:
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory):
-    """The uninterrupted run that every interrupted one must equal: trained once for the module."""
+def whole_run_started(tmp_path_factory):
+    """The uninterrupted run that every interrupted one must equal, started once for the module: it trains beside
+    the first test that needs it. Call it for the run's directory once it has finished."""
     run = tmp_path_factory.mktemp("whole") / "run"
     proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    return run
+
+    def finished() -> Path:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()
+        return run
+
+    yield finished
+    if proc.poll() is None:  # no test waited for it
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def whole_run(whole_run_started) -> Path:
+    return whole_run_started()
 
 
 def _same_run(a: Path, b: Path) -> None:
@@ -69,7 +85,7 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 @needs_data
-def test_sigterm_mid_epoch_checkpoints_exits_0_and_resume_equals_uninterrupted(whole_run, tmp_path):
+def test_sigterm_mid_epoch_checkpoints_exits_0_and_resume_equals_uninterrupted(whole_run_started, tmp_path):
     run = tmp_path / "run"
     proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
     # the first checkpoint of the second epoch (31 steps each) is at step 32: the signal has 29 steps to land
@@ -82,11 +98,11 @@ def test_sigterm_mid_epoch_checkpoints_exits_0_and_resume_equals_uninterrupted(w
     assert 0 < state["step"] < 31 and not (run / "results.json").exists()  # mid-epoch
     resumed = _cli(["train", "--resume", str(run), "--quiet"])
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
-    _same_run(whole_run, run)
+    _same_run(whole_run_started(), run)
 
 
 @needs_data
-def test_killed_mid_epoch_then_resumed_equals_uninterrupted(whole_run, tmp_path):
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(whole_run_started, tmp_path):
     # SIGKILL leaves no chance to checkpoint: the run resumes from the last periodic one (every 4 steps)
     run = tmp_path / "killed"
     proc = _cli(["train", *TINY_ARGS, "--out", str(run)])
@@ -95,7 +111,7 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(whole_run, tmp_path)
     assert not (run / "results.json").exists()
     resumed = _cli(["train", "--resume", str(run), "--quiet"])
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
-    _same_run(whole_run, run)
+    _same_run(whole_run_started(), run)
 
 
 @needs_data
