@@ -48,7 +48,7 @@ import torch
 
 import swapout
 from bench_train_gpu import (BATCH, EPOCHS, MEAN, STD, STEPS_PER_EPOCH, WORKER_TIMEOUT_S, alternating, backends,
-                             compiled_so_far, side_by_side, still_compiled, timed)
+                             checked_device_and_networks, compiled_so_far, side_by_side, still_compiled, timed)
 from swapout.training.packing import pack
 from swapout.data.pipeline import TrainLoader
 from swapout.training.step import NotCompiled, TrainStep
@@ -177,17 +177,8 @@ def main() -> None:
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device must name a device, such as cuda, cuda:1 or cpu; got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("CUDA is not available here; use --device cpu")
+    device, names = checked_device_and_networks(parser, args.device, args.networks, NETWORKS)
     args.compile = device.type == "cuda" if args.compile == "auto" else args.compile == "true"
-    names = [n for n in args.networks.split(",") if n]
-    if set(names) - set(NETWORKS):
-        parser.error(f"unknown network {', '.join(sorted(set(names) - set(NETWORKS)))}; choose from "
-                     f"{', '.join(NETWORKS)}")
     args.layouts = [v for v in args.layouts.split(",") if v]
     if not args.layouts or set(args.layouts) - set(LAYOUTS):
         parser.error(f"--layouts takes nchw, channels_last or both, got {','.join(args.layouts) or 'none'}")

@@ -38,7 +38,7 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -257,6 +257,22 @@ def profile(args, device: torch.device, path: Path) -> None:
     path.write_text(prof.key_averages().table(sort_by=key, row_limit=30))
 
 
+def checked_device_and_networks(parser: argparse.ArgumentParser, device_name: str, networks: str,
+                                known) -> Tuple[torch.device, List[str]]:
+    """The benchmark's ``--device`` and ``--networks``, or one line from ``parser`` saying what was wrong."""
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        parser.error(f"--device must name a device, such as cuda, cuda:1 or cpu; got {device_name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("CUDA is not available here; use --device cpu")
+    names = [n for n in networks.split(",") if n]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        parser.error(f"unknown network {', '.join(unknown)}; choose from {', '.join(known)}")
+    return device, names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -271,16 +287,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also write a kernel profile of the fast step")
     parser.add_argument("--out", default="results/benchmarks", help="folder for the JSON (and the profile)")
     args = parser.parse_args()
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device must name a device, such as cuda, cuda:1 or cpu; got {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("CUDA is not available here; use --device cpu")
-    names = [n for n in args.networks.split(",") if n]
-    unknown = sorted(set(names) - set(NETWORKS))
-    if unknown:
-        parser.error(f"unknown network {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
+    device, names = checked_device_and_networks(parser, args.device, args.networks, NETWORKS)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"{label}, torch {torch.__version__}, batch {BATCH}")
 
