@@ -1,23 +1,10 @@
-import importlib.util
-import sys
-import types
-from pathlib import Path
-
 import pytest
 import torch
 
 import swapout.fused as fused
 import swapout.ops as ops
 
-# torchvision and timm for the conversion tests live in .interop/ (see .ci/run), off the library's path:
-# PyPI's torchvision beside a CPU-only torch fails while it registers its compiled operators' meta kernels
-# ("operator torchvision::nms does not exist"), and torchmetrics imports torchvision when it can find it.
-# The pure-Python models need none of those operators, so the registrations are left out here.
-_INTEROP = Path(__file__).resolve().parent.parent / ".interop"
-if _INTEROP.is_dir() and str(_INTEROP) not in sys.path:
-    sys.path.append(str(_INTEROP))
-if torch.version.cuda is None and "torchvision" not in sys.modules and importlib.util.find_spec("torchvision"):
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+# torchvision and timm, for the conversion tests, come from .interop/: see the conftest.py above this folder.
 
 
 class MaskRecorder:

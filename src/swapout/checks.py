@@ -23,7 +23,7 @@ def check_theta(theta: float, name: str = "theta") -> float:
 
 
 def check_granularity(granularity: str) -> str:
-    """Return ``granularity`` after checking that it is one of :data:`GRANULARITIES`."""
+    """Return ``granularity`` after checking that it is one of `GRANULARITIES`."""
     if granularity not in GRANULARITIES:
         raise ValueError(
             f"granularity must be one of {', '.join(repr(g) for g in GRANULARITIES)}, got {granularity!r}")

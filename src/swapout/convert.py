@@ -1,10 +1,10 @@
 """Swapout in any residual network: find its joins and replace them, in one call.
 
 The paper applies swapout to its own CIFAR ResNets and names other architectures as future work
-(Singh, Hoiem, Forsyth, NeurIPS 2016, section 5). :func:`convert` traces a model with ``torch.fx``,
+(Singh, Hoiem, Forsyth, NeurIPS 2016, section 5). `convert` traces a model with ``torch.fx``,
 finds every residual join (``X + F(X)``, or ``D(X) + F(X)`` with a projection shortcut; the rule is
-given in :func:`swapout.joins_graph.classify`) and puts the join module of the chosen method in its
-place, with the method's schedules running over the joins in forward order. :func:`find_joins` is the
+given in `swapout.joins_graph.classify`) and puts the join module of the chosen method in its
+place, with the method's schedules running over the joins in forward order. `find_joins` is the
 dry run: what would be converted, and with which thetas.
 """
 
@@ -26,7 +26,7 @@ __all__ = ["Join", "find_joins", "convert"]
 
 @dataclass(frozen=True)
 class Join:
-    """One residual join of a model, as :func:`find_joins` reports it.
+    """One residual join of a model, as `find_joins` reports it.
 
     Attributes:
         index: position among the converted joins, in forward order (schedules run over it).
@@ -117,11 +117,29 @@ def find_joins(model: nn.Module, method: str = "swapout", theta1: Optional[Sched
                theta2: Optional[ScheduleLike] = None, granularity: Optional[str] = None,
                include: Patterns = None, exclude: Patterns = None, skipforward_on: str = "x",
                leaf_modules: LeafSpec = ()) -> List[Join]:
-    """The residual joins :func:`convert` would replace, in forward order, without changing ``model``.
+    """The residual joins `convert` would replace, in forward order, without changing ``model``.
 
-    Arguments as in :func:`convert`. Each :class:`Join` gives the join module's path, its block, its
-    kind (identity or projection) and the join module with the thetas it would get; ``print(join)``
-    gives one line. Raises ValueError as :func:`convert` does.
+    Each `Join` gives the join module's path, its block, its kind (identity or projection) and the
+    join module with the thetas it would get; ``print(join)`` gives one line.
+
+    Args:
+        model: the network; traced with ``torch.fx`` (swapout's own join modules are kept whole).
+        method: one of `swapout.METHODS` (see `swapout.JoinSpec`).
+        theta1: keep probability of X: a number, a schedule string (``"linear(1,0.5)"``, the paper's default
+            when None) or one value per join, as in `convert`.
+        theta2: keep probability of F(X), in the same forms as ``theta1``.
+        granularity: mask granularity (``"unit"`` by default, ``"batch"`` for stochastic depth).
+        include: glob patterns (``"layer3.*"``) matched against each join's module path and its block's path;
+            only joins matching one are listed (all if None).
+        exclude: glob patterns; joins matching one are not listed.
+        skipforward_on: as in `swapout.JoinSpec`.
+        leaf_modules: module paths or classes not to trace into, as in `convert`.
+
+    Returns:
+        The joins, in forward order, that `convert` would replace with the same arguments.
+
+    Raises:
+        ValueError: as `convert` does.
     """
     return _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include, exclude,
                  leaf_modules)[2]
@@ -138,15 +156,17 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
 
     Args:
         model: the network; traced with ``torch.fx`` (swapout's own join modules are kept whole).
-        method: one of :data:`swapout.METHODS` (see :class:`swapout.JoinSpec`).
-        theta1, theta2: keep probabilities of X and of F(X): a number, a schedule string
-            (``"linear(1,0.5)"``, the paper's default when None) or one value per join. Schedules run
-            over the converted joins in forward order, first to last.
+        method: one of `swapout.METHODS` (see `swapout.JoinSpec`).
+        theta1: keep probability of X: a number, a schedule string (``"linear(1,0.5)"``, the paper's
+            default when None) or one value per join. Schedules run over the converted joins in forward
+            order, first to last.
+        theta2: keep probability of F(X), in the same forms as ``theta1``.
         granularity: mask granularity (``"unit"`` by default, ``"batch"`` for stochastic depth).
-        include, exclude: glob patterns (``"layer3.*"``) matched against each join's module path and its
-            block's path (see :func:`find_joins`); only joins matching ``include`` (all if None) and no
-            ``exclude`` pattern are converted, and the schedules run over those.
-        skipforward_on: as in :class:`swapout.JoinSpec`.
+        include: glob patterns (``"layer3.*"``) matched against each join's module path and its block's
+            path (see `find_joins`); only joins matching one (all if None) are converted, and the
+            schedules run over those.
+        exclude: glob patterns, matched as ``include``; joins matching one are not converted.
+        skipforward_on: as in `swapout.JoinSpec`.
         leaf_modules: module paths or classes not to trace into: a submodule that cannot be traced and
             holds no residual join.
 
@@ -154,16 +174,9 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     layers, BatchNorm, average pooling; both branching from one fork), and the block's output F(X),
     computed from X through layers with parameters and at least one nonlinearity. Adds of a parameter
     or a constant (positional embeddings, biases) and sums of unrelated features are left alone; the
-    rule is :func:`swapout.joins_graph.classify`. The skip term gets theta1, the block output theta2.
+    rule is `swapout.joins_graph.classify`. The skip term gets theta1, the block output theta2.
     Joins that are swapout join modules already (``method="resnet"`` models of this package) count as
     joins and are replaced.
-
-    Returns a ``torch.fx.GraphModule`` whose forward is ``model``'s with the joins replaced: at
-    theta1 = theta2 = 1 its outputs are ``model``'s bit for bit. Its ``state_dict`` has ``model``'s
-    keys, so weights load both ways; it shares ``model``'s parameters and buffers (as torch.fx does:
-    convert ``copy.deepcopy(model)`` to keep the original apart). It works with
-    :func:`swapout.set_inference`, :func:`swapout.predict`, :func:`swapout.recalibrate_bn`, DDP and
-    ``torch.compile``.
 
     What tracing loses: methods and attributes other than ``forward`` and what it reads (timm's
     ``forward_features``, ``reset_classifier``), hooks on traced-through modules, and Python branches
@@ -171,11 +184,20 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     module keeps the mode the model was in). To keep them, convert the submodule that holds the joins
     and leave the rest as it is: ``vit.blocks = swapout.convert(vit.blocks)``.
 
-    Raises ValueError for an unknown method, a theta outside [0, 1], an ``include`` or ``exclude``
-    pattern matching no join, ``include``, ``exclude`` or ``leaf_modules`` of another type than documented,
-    a ``leaf_modules`` path naming no module of ``model`` (the message names what is there), a model with
-    no residual join, or a model that cannot be traced (naming the module where tracing failed, and how
-    to place :class:`swapout.Swapout` there by hand).
+    Returns:
+        A ``torch.fx.GraphModule`` whose forward is ``model``'s with the joins replaced: at
+        theta1 = theta2 = 1 its outputs are ``model``'s bit for bit. Its ``state_dict`` has ``model``'s
+        keys, so weights load both ways; it shares ``model``'s parameters and buffers (as torch.fx does:
+        convert ``copy.deepcopy(model)`` to keep the original apart). It works with
+        `swapout.set_inference`, `swapout.predict`, `swapout.recalibrate_bn`, DDP and
+        ``torch.compile``.
+
+    Raises:
+        ValueError: for an unknown method, a theta outside [0, 1], an ``include`` or ``exclude`` pattern
+            matching no join, ``include``, ``exclude`` or ``leaf_modules`` of another type than documented,
+            a ``leaf_modules`` path naming no module of ``model`` (the message names what is there), a model
+            with no residual join, or a model that cannot be traced (naming the module where tracing failed,
+            and how to place `swapout.Swapout` there by hand).
     """
     gm, chosen, joins = _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include,
                               exclude, leaf_modules)

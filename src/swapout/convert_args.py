@@ -1,4 +1,4 @@
-"""The arguments of :func:`swapout.convert` and :func:`swapout.find_joins` that name parts of a model, checked
+"""The arguments of `swapout.convert` and `swapout.find_joins` that name parts of a model, checked
 before the model is traced: a wrong type or a path that names nothing is an error that says what exists."""
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Fused swapout kernels: masks that cost almost nothing and are never stored.
 
-The reference op in :mod:`swapout.ops` draws two Bernoulli masks with ``torch.bernoulli``, multiplies and
+The reference op in `swapout.ops` draws two Bernoulli masks with ``torch.bernoulli``, multiplies and
 adds, and keeps the masks for the backward pass. Random number generation dominates its cost. The
 kernels here compute ``Y = Theta1*X + Theta2*F`` in one pass over memory, drawing each unit's masks
 from a counter-based generator (Philox4x32-10, Salmon et al., SC 2011) keyed by a per-call seed, and
 the backward pass regenerates the same masks from that seed instead of reading them back.
 
 * CPU: a small C file (``csrc/swapout_cpu.c``) compiled with the system C compiler and OpenMP at first
-  use, cached per user, and called through :mod:`ctypes`. It does not include PyTorch headers, so it
+  use, cached per user, and called through `ctypes`. It does not include PyTorch headers, so it
   builds in about a second and does not depend on the PyTorch version. float32 and float64.
 * CUDA: a Triton kernel computing the same words for the same elements, so a seed gives the same masks
   on both devices. Every floating dtype.
@@ -178,7 +178,7 @@ class _FusedSwapout(torch.autograd.Function):
     """Autograd for the fused op: only the seed is kept for the backward pass, never a mask.
 
     Written in the ``setup_context`` form that torch.func expects of an autograd function; under a
-    torch.func transform :func:`available` is False and the reference op runs instead, since the
+    torch.func transform `available` is False and the reference op runs instead, since the
     kernels read raw storage.
     """
 
@@ -210,7 +210,7 @@ def draw_seed(device: torch.device, generator: Optional[torch.Generator]) -> Ten
 
 def swapout2(x: Tensor, fx: Tensor, theta1: float, theta2: float,
              generator: Optional[torch.Generator] = None, seed: Optional[Tensor] = None) -> Tensor:
-    """Fused ``Theta1*X + Theta2*F`` with unit masks; call :func:`available` first.
+    """Fused ``Theta1*X + Theta2*F`` with unit masks; call `available` first.
 
     Args:
         x, fx: tensors of the same shape, dtype and device.
@@ -226,7 +226,7 @@ def swapout2(x: Tensor, fx: Tensor, theta1: float, theta2: float,
 
 
 def masks(shape, seed: Tensor, theta1: float, theta2: float, device="cpu") -> Tuple[Tensor, Tensor]:
-    """The two boolean masks that :func:`swapout2` uses for a contiguous tensor of ``shape`` and ``seed``.
+    """The two boolean masks that `swapout2` uses for a contiguous tensor of ``shape`` and ``seed``.
 
     A channels-last (N, C, H, W) tensor uses the masks of shape (N, H, W, C), permuted to (N, C, H, W).
     """

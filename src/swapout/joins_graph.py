@@ -1,8 +1,8 @@
 """Residual joins in a traced graph: which adds are a block's ``X + F(X)`` or ``D(X) + F(X)``.
 
-The analysis behind :func:`swapout.convert` and :func:`swapout.find_joins`. A model is traced with
+The analysis behind `swapout.convert` and `swapout.find_joins`. A model is traced with
 ``torch.fx`` (the project's own join modules kept as leaves), and every add of two tensors is tested
-against a structural rule (see :func:`classify`). The rule needs no knowledge of the model's classes, so
+against a structural rule (see `classify`). The rule needs no knowledge of the model's classes, so
 it works the same on torchvision's, timm's and a user's own networks.
 """
 

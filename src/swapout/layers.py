@@ -1,9 +1,9 @@
 """Swapout as modules: the layer that joins a block's skip input X and its output F(X).
 
-Every module here has ``forward(x, fx)`` (:class:`SwapoutN`: ``forward(*tensors)`` or ``forward(list)``) and
+Every module here has ``forward(x, fx)`` (`SwapoutN`: ``forward(*tensors)`` or ``forward(list)``) and
 replaces the ``x + fx`` of a residual block. Masks are sampled in training mode; in eval mode they follow the
 module's ``inference`` attribute, ``"deterministic"`` (expectations) or ``"stochastic"`` (sampled), set
-for a whole model with :func:`swapout.set_inference`. BatchNorm is unaffected by that switch: it
+for a whole model with `swapout.set_inference`. BatchNorm is unaffected by that switch: it
 follows ``train()``/``eval()`` as usual.
 
 The paper's baselines (section 3.2) are special cases with fixed arguments:
@@ -22,7 +22,7 @@ module                output                                      masks
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +48,11 @@ class SwapoutJoin(nn.Module):
 
     Args:
         thetas: keep probability of each input, in [0, 1].
-        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see :func:`swapout.ops.mask_shape`).
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
         generator: optional random source for the masks; the default generator of the device if None.
+
+    Raises:
+        ValueError: if ``thetas`` is empty, a theta is not in [0, 1], or ``granularity`` is unknown.
     """
 
     def __init__(self, thetas: Sequence[float], granularity: str = "unit",
@@ -104,6 +107,18 @@ class SwapoutJoin(nn.Module):
         return torch.cat([join(*part) for part in zip(*(t.chunk(k) for t in tensors))])
 
     def forward(self, *tensors: Tensor) -> Tensor:
+        """Join the inputs, sampling masks in training or stochastic inference, expectations otherwise.
+
+        Args:
+            *tensors: one tensor per theta, all of the same shape, e.g. ``(N, C, H, W)``.
+
+        Returns:
+            ``sum_i Theta_i * tensors[i]``, with the inputs' shape and dtype.
+
+        Raises:
+            ValueError: if the number of tensors differs from the number of thetas, or a ``"batch"``-granularity
+                join sampling several passes per call gets a batch that does not split into them evenly.
+        """
         if len(tensors) != len(self.thetas):
             raise ValueError(f"{type(self).__name__} takes {len(self.thetas)} tensors, got {len(tensors)}")
         # thetas and granularity were checked when set: the forward pass checks nothing but shapes
@@ -112,6 +127,11 @@ class SwapoutJoin(nn.Module):
                               tensors)
 
     def extra_repr(self) -> str:
+        """The thetas, the granularity and the inference mode, for ``repr(module)``.
+
+        Returns:
+            For example ``"theta1=0.9, theta2=0.7, granularity='unit', inference='deterministic'"``.
+        """
         names = [f"theta{i + 1}={t:g}" for i, t in enumerate(self.thetas)]
         return ", ".join(names + [f"granularity={self.granularity!r}", f"inference={self.inference!r}"])
 
@@ -120,10 +140,23 @@ class SwapoutN(SwapoutJoin):
     """Swapout over N inputs, equation 2: ``Y = sum_i Theta_i * F_i``.
 
     ``forward(f1, f2, ...)`` takes the N tensors as arguments, or as one list or tuple,
-    ``forward([f1, f2, ...])``, the form :func:`swapout.swapout_sum` takes.
+    ``forward([f1, f2, ...])``, the form `swapout.swapout_sum` takes.
+
+    Args:
+        thetas: keep probability of each input, in [0, 1].
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
+        generator: optional random source for the masks; the default generator of the device if None.
     """
 
-    def forward(self, *tensors) -> Tensor:
+    def forward(self, *tensors: Union[Tensor, Sequence[Tensor]]) -> Tensor:
+        """Join N inputs, given as N arguments or as one list or tuple.
+
+        Args:
+            *tensors: one tensor per theta, all of the same shape, or a single list or tuple of them.
+
+        Returns:
+            ``sum_i Theta_i * F_i``, with the inputs' shape and dtype.
+        """
         if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
             tensors = tuple(tensors[0])
         return super().forward(*tensors)
@@ -135,13 +168,16 @@ class Swapout(SwapoutJoin):
     Args:
         theta1: keep probability of the skip input X.
         theta2: keep probability of the block output F(X).
-        granularity, generator: as in :class:`SwapoutJoin`.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
+        generator: optional random source for the masks; the default generator of the device if None.
 
-    Example, inside a residual block::
+    Examples:
+        Inside a residual block:
 
-        self.join = swapout.Swapout(0.9, 0.7)
-        ...
-        return self.join(x, self.body(x))      # instead of x + self.body(x)
+        ```python
+        self.join = swapout.Swapout(0.9, 0.7)                # in __init__
+        return self.join(x, self.body(x))                    # in forward, instead of x + self.body(x)
+        ```
     """
 
     def __init__(self, theta1: float, theta2: float, granularity: str = "unit",
@@ -149,6 +185,15 @@ class Swapout(SwapoutJoin):
         super().__init__((theta1, theta2), granularity, generator)
 
     def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        """Join a block's skip input and output.
+
+        Args:
+            x: the skip input X, e.g. ``(N, C, H, W)``.
+            fx: the block output F(X), same shape as ``x``.
+
+        Returns:
+            ``Theta1*X + Theta2*F(X)``, with the shape and dtype of ``x``.
+        """
         return super().forward(x, fx)
 
 
@@ -160,14 +205,26 @@ class Residual(Swapout):
 
 
 class Dropout(Swapout):
-    """Dropout of the block output, equation 1: ``Y = Theta*F(X)``, no skip term, no rescaling."""
+    """Dropout of the block output, equation 1: ``Y = Theta*F(X)``, no skip term, no rescaling.
+
+    Args:
+        theta: keep probability of F(X), in [0, 1].
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
+        generator: optional random source for the masks; the default generator of the device if None.
+    """
 
     def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None):
         super().__init__(0.0, check_theta(theta), granularity, generator)
 
 
 class ResidualDropout(Swapout):
-    """Dropout on the residual branch only: ``Y = X + Theta*F(X)``, no rescaling."""
+    """Dropout on the residual branch only: ``Y = X + Theta*F(X)``, no rescaling.
+
+    Args:
+        theta: keep probability of F(X), in [0, 1].
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
+        generator: optional random source for the masks; the default generator of the device if None.
+    """
 
     def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None):
         super().__init__(1.0, check_theta(theta), granularity, generator)
@@ -180,6 +237,7 @@ class StochasticDepth(Swapout):
         theta: survival probability of the block.
         per_sample: one draw per sample instead of one per mini-batch (Huang et al. draw one per
             mini-batch; per sample is a finer-grained variant).
+        generator: optional random source for the masks; the default generator of the device if None.
     """
 
     def __init__(self, theta: float, per_sample: bool = False, generator: Optional[torch.Generator] = None):
@@ -191,9 +249,14 @@ class SkipForward(SwapoutJoin):
 
     Args:
         theta: probability that a unit reports the input named by ``on``.
-        granularity, generator: as in :class:`SwapoutJoin`.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
+        generator: optional random source for the masks; the default generator of the device if None.
         on: ``"x"`` (equation 4 as printed): ``Y = Theta*X + (1-Theta)*F(X)``; ``"fx"``: Theta on
             F(X), ``Y = (1-Theta)*X + Theta*F(X)``.
+
+    Raises:
+        ValueError: if ``on`` is neither ``"x"`` nor ``"fx"``, ``theta`` is not in [0, 1], or ``granularity``
+            is unknown.
     """
 
     def __init__(self, theta: float, granularity: str = "unit", generator: Optional[torch.Generator] = None,
@@ -204,10 +267,25 @@ class SkipForward(SwapoutJoin):
         self.on = on
 
     def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        """Let each unit (or channel, sample, batch) report either ``x`` or ``fx``.
+
+        Args:
+            x: the skip input X, e.g. ``(N, C, H, W)``.
+            fx: the block output F(X), same shape as ``x``.
+
+        Returns:
+            ``Theta*X + (1-Theta)*F(X)`` (``on="x"``) or ``(1-Theta)*X + Theta*F(X)`` (``on="fx"``), with the
+            shape and dtype of ``x``; with expectations for the masks in deterministic inference.
+        """
         kept, other = (x, fx) if self.on == "x" else (fx, x)
         return self._per_pass(lambda a, b: masked_skipforward(a, b, self.thetas[0], sample=self.sampling,
                                                               granularity=self.granularity, generator=self.generator),
                               (kept, other))
 
     def extra_repr(self) -> str:
+        """As `SwapoutJoin.extra_repr`, with ``theta=`` for the single theta and ``on=`` added.
+
+        Returns:
+            For example ``"theta=0.5, granularity='unit', inference='deterministic', on='x'"``.
+        """
         return super().extra_repr().replace("theta1=", "theta=", 1) + f", on={self.on!r}"

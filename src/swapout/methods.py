@@ -1,7 +1,7 @@
 """The paper's training methods (section 3.2) as join specifications: which join every block gets.
 
 Swapout and its special cases differ only in how a block joins its skip input X and its output
-F(X). A :class:`JoinSpec` names the method, its keep-probability schedules over the blocks and the
+F(X). A `JoinSpec` names the method, its keep-probability schedules over the blocks and the
 mask granularity, checks them once, and builds one join module per block for a network.
 """
 
@@ -19,6 +19,7 @@ from .schedules import ScheduleLike, parse_schedule
 __all__ = ["METHODS", "DEFAULT_SCHEDULE", "JoinSpec"]
 
 METHODS = ("resnet", "swapout", "dropout", "residual_dropout", "stochastic_depth", "skipforward")
+"""The training methods a `JoinSpec` accepts: plain ResNet, swapout and its special cases (section 3.2)."""
 
 # Which of theta1 (the keep probability of X) and theta2 (of F(X)) each method reads.
 _METHOD_THETAS = {
@@ -37,13 +38,15 @@ class JoinSpec:
     """How every block of a network joins its skip input X and its output F(X).
 
     Args:
-        method: one of :data:`METHODS`: ``"resnet"`` (X + F(X)), ``"swapout"`` (theta1 for X, theta2
+        method: one of `METHODS`: ``"resnet"`` (X + F(X)), ``"swapout"`` (theta1 for X, theta2
             for F(X)), ``"dropout"`` (theta2 for F(X), no skip term), ``"residual_dropout"`` (X plus a
             theta2 mask on F(X)), ``"stochastic_depth"`` (theta2 = survival probability, one draw per
             mini-batch), ``"skipforward"`` (see ``skipforward_on``).
-        theta1, theta2: a schedule over the blocks, first to last: a number, a string in the paper's
-            notation (``"linear(1,0.5)"``, ``"0.8"``, ``"0.2,0.5"``), a list, a :class:`Schedule`, or
-            None for the paper's default, Linear(1, 0.5). A theta the method does not read must be None.
+        theta1: schedule of the keep probability of X over the blocks, first to last: a number, a string in
+            the paper's notation (``"linear(1,0.5)"``, ``"0.8"``, ``"0.2,0.5"``), a list, a `Schedule`,
+            or None for the paper's default, Linear(1, 0.5). Must be None if the method does not read it.
+        theta2: schedule of the keep probability of F(X), in the same forms as ``theta1``. Must be None if the
+            method does not read it.
         granularity: mask granularity; None gives ``"unit"``, or ``"batch"`` for stochastic depth (in
             data-parallel training, one draw per process's share of the mini-batch).
         skipforward_on: which input SkipForward's theta keeps. ``"x"`` reads equation 4 as printed,
@@ -51,7 +54,13 @@ class JoinSpec:
             always reports X and its weights never learn. ``"fx"`` puts Theta on F(X),
             ``Y = (1-Theta)*X + Theta*F(X)`` with theta2; the first block then always reports F(X).
 
-    The schedules are parsed and checked once, here; :meth:`joins` resolves them for a network.
+    The schedules are parsed and checked once, here; `joins` resolves them for a network.
+
+    Raises:
+        ValueError: for an unknown method, granularity or ``skipforward_on``, ``skipforward_on="fx"`` with
+            another method than ``"skipforward"``, a theta the method does not read, a schedule that does not
+            parse, a granularity for ``"resnet"``, or a granularity other than ``"batch"`` or ``"sample"`` for
+            ``"stochastic_depth"``.
     """
 
     method: str = "swapout"
@@ -89,13 +98,28 @@ class JoinSpec:
         object.__setattr__(self, "granularity", granularity)
 
     def uses(self) -> Tuple[str, ...]:
-        """The thetas this method reads."""
+        """The thetas this method reads.
+
+        Returns:
+            The names of the thetas read, among ``"theta1"`` and ``"theta2"``; empty for ``"resnet"``.
+        """
         if self.method == "skipforward":
             return ("theta1",) if self.skipforward_on == "x" else ("theta2",)
         return _METHOD_THETAS[self.method]
 
     def joins(self, num_blocks: int) -> List[nn.Module]:
-        """One join module per block of a network with ``num_blocks`` blocks."""
+        """One join module per block of a network with ``num_blocks`` blocks.
+
+        Args:
+            num_blocks: number of blocks of the network, at least 1.
+
+        Returns:
+            ``num_blocks`` fresh join modules, first block first, with the schedules' thetas for each block.
+
+        Raises:
+            ValueError: if ``num_blocks`` is not a positive integer, or an explicit schedule lists a different
+                number of thetas.
+        """
         values = {name: getattr(self, name).values(num_blocks) for name in self.uses()}
         g = self.granularity
         build = {

@@ -7,7 +7,7 @@ NeurIPS 2016) replaces the residual sum ``X + F(X)`` by
     Y = Theta1 * X + Theta2 * F(X)            (equation 3, the common case)
 
 where each ``Theta_i`` is a tensor of i.i.d. Bernoulli(theta_i) variables. ``theta`` is a *keep*
-probability and nothing is rescaled at training time (unlike :class:`torch.nn.Dropout`).
+probability and nothing is rescaled at training time (unlike `torch.nn.Dropout`).
 
 Two ways of using a trained network (section 3.1):
 
@@ -21,7 +21,7 @@ Masks come in four granularities: ``"unit"`` (one draw per element, the paper's 
 per sample) and ``"batch"`` (one for the whole mini-batch, as in stochastic depth).
 
 With ``sample=True`` and unit granularity, two-term swapout on CPU and CUDA tensors runs through a
-fused kernel (:mod:`swapout.fused`) that regenerates its masks in the backward pass instead of
+fused kernel (`swapout.fused`) that regenerates its masks in the backward pass instead of
 storing them. Everything else runs through the reference implementation in this module, which is
 also the fallback when no fused kernel can be built.
 """
@@ -44,6 +44,17 @@ def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
 
     The mask broadcasts against the tensor: ``"unit"`` gives ``shape`` itself, ``"channel"``
     ``(N, C, 1, ...)``, ``"sample"`` ``(N, 1, ...)`` and ``"batch"`` ``(1, ...)``.
+
+    Args:
+        shape: shape of the tensor to be masked, batch dimension first, e.g. ``(N, C, H, W)``.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``.
+
+    Returns:
+        The mask's shape, a tuple of the same length as ``shape``.
+
+    Raises:
+        ValueError: if ``granularity`` is not one of the four, or ``shape`` lacks the batch (and, for
+            ``"channel"``, channel) dimension it needs.
     """
     check_granularity(granularity)
     return _mask_shape(tuple(shape), granularity)
@@ -111,11 +122,18 @@ def swapout_sum(
         thetas: N keep probabilities in [0, 1], one per tensor; the masks are independent.
         sample: draw Bernoulli masks (training, stochastic inference) if True; use their
             expectations ``theta_i`` (deterministic inference) if False.
-        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see :func:`mask_shape`.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see `mask_shape`.
         generator: random source for the masks; the default generator of the tensors' device if None.
 
     A term whose theta is 0 is left out and one whose theta is 1 is added unmasked, so the
     special cases (residual, dropout, residual dropout) are exact.
+
+    Returns:
+        The masked sum, with the shape and dtype of the tensors; zeros if every theta is 0.
+
+    Raises:
+        ValueError: if there are no tensors, the numbers of tensors and thetas differ, a tensor is not a
+            ``torch.Tensor``, the shapes differ, a theta is not in [0, 1], or ``granularity`` is unknown.
     """
     thetas = _check_tensors(tensors, thetas)
     check_granularity(granularity)
@@ -124,7 +142,7 @@ def swapout_sum(
 
 def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bool, granularity: str,
                generator: Optional[torch.Generator]) -> Tensor:
-    """:func:`swapout_sum` for arguments already checked: thetas floats in [0, 1], a known granularity.
+    """`swapout_sum` for arguments already checked: thetas floats in [0, 1], a known granularity.
 
     The layers call this on every forward pass; they check their thetas once, when they are set.
     """
@@ -164,11 +182,19 @@ def swapout(
         fx: the block's output F(X), same shape as ``x``.
         theta1: keep probability of X, in [0, 1].
         theta2: keep probability of F(X), in [0, 1].
-        sample, granularity, generator: as in :func:`swapout_sum`.
+        sample: draw Bernoulli masks if True; use their expectations (deterministic inference) if False.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see `mask_shape`.
+        generator: random source for the masks; the default generator of the tensors' device if None.
 
     Each unit reports 0, X, F(X) or X + F(X). theta1 = theta2 = 1 is a residual block,
     theta1 = 0 is dropout (equation 1), theta1 = 1 residual dropout, and theta1 = 1 with
     ``granularity="batch"`` is stochastic depth.
+
+    Returns:
+        Y, with the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: as `swapout_sum`, for a bad theta, granularity, tensor or shape mismatch.
     """
     return swapout_sum((x, fx), (theta1, theta2), sample=sample, granularity=granularity, generator=generator)
 
@@ -185,7 +211,22 @@ def skipforward(
     """SkipForward, equation 4 of the paper: ``Y = Theta * X + (1 - Theta) * F(X)``.
 
     One mask, coupled: each unit reports either X (with probability ``theta``) or F(X).
-    Arguments as in :func:`swapout`; deterministic inference gives ``theta*X + (1-theta)*F(X)``.
+    Deterministic inference gives ``theta*X + (1-theta)*F(X)``.
+
+    Args:
+        x: the block's skip input X.
+        fx: the block's output F(X), same shape as ``x``.
+        theta: probability in [0, 1] that a unit reports X rather than F(X).
+        sample: draw the mask if True; use its expectation (deterministic inference) if False.
+        granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see `mask_shape`.
+        generator: random source for the mask; the default generator of the tensors' device if None.
+
+    Returns:
+        Y, with the shape and dtype of ``x``.
+
+    Raises:
+        ValueError: if ``theta`` is not in [0, 1], ``granularity`` is unknown, an input is not a
+            ``torch.Tensor``, or the shapes of ``x`` and ``fx`` differ.
     """
     theta = check_theta(theta)
     _check_tensors((x, fx), (theta, 0.0))
@@ -195,7 +236,7 @@ def skipforward(
 
 def masked_skipforward(x: Tensor, fx: Tensor, theta: float, *, sample: bool, granularity: str,
                        generator: Optional[torch.Generator]) -> Tensor:
-    """:func:`skipforward` for arguments already checked, as :func:`masked_sum` is for :func:`swapout_sum`."""
+    """`skipforward` for arguments already checked, as `masked_sum` is for `swapout_sum`."""
     _check_shapes((x, fx))
     if theta in (0.0, 1.0):
         return fx if theta == 0.0 else x

@@ -20,9 +20,20 @@ __all__ = ["Schedule", "Constant", "Linear", "Explicit", "parse_schedule", "Sche
 
 
 class Schedule:
-    """A keep probability per block; :meth:`values` resolves it for ``num_blocks`` blocks."""
+    """A keep probability per block; `values` resolves it for ``num_blocks`` blocks."""
 
     def values(self, num_blocks: int) -> List[float]:
+        """The keep probability of each block, first to last.
+
+        Args:
+            num_blocks: number of blocks of the network, at least 1.
+
+        Returns:
+            ``num_blocks`` keep probabilities in [0, 1].
+
+        Raises:
+            NotImplementedError: always; each subclass implements it.
+        """
         raise NotImplementedError
 
     @staticmethod
@@ -33,7 +44,14 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
-    """The same keep probability ``theta`` for every block."""
+    """The same keep probability ``theta`` for every block.
+
+    Args:
+        theta: the keep probability, in [0, 1].
+
+    Raises:
+        ValueError: if ``theta`` is not a number in [0, 1].
+    """
 
     theta: float
 
@@ -41,6 +59,17 @@ class Constant(Schedule):
         object.__setattr__(self, "theta", check_theta(self.theta))
 
     def values(self, num_blocks: int) -> List[float]:
+        """``theta`` for each block.
+
+        Args:
+            num_blocks: number of blocks of the network, at least 1.
+
+        Returns:
+            ``num_blocks`` copies of ``theta``.
+
+        Raises:
+            ValueError: if ``num_blocks`` is not a positive integer.
+        """
         self._check_blocks(num_blocks)
         return [self.theta] * num_blocks
 
@@ -53,6 +82,13 @@ class Linear(Schedule):
     """``Linear(a, b)``: from ``a`` at the first block to ``b`` at the last, both included.
 
     A single block gets ``a``.
+
+    Args:
+        a: keep probability of the first block, in [0, 1].
+        b: keep probability of the last block, in [0, 1].
+
+    Raises:
+        ValueError: if ``a`` or ``b`` is not a number in [0, 1].
     """
 
     a: float
@@ -63,6 +99,18 @@ class Linear(Schedule):
         object.__setattr__(self, "b", check_theta(self.b, "b"))
 
     def values(self, num_blocks: int) -> List[float]:
+        """The keep probabilities interpolated linearly from ``a`` to ``b``.
+
+        Args:
+            num_blocks: number of blocks of the network, at least 1.
+
+        Returns:
+            ``num_blocks`` keep probabilities: block i gets ``a + (b - a) * i / (num_blocks - 1)``, the first
+            exactly ``a`` and the last exactly ``b``.
+
+        Raises:
+            ValueError: if ``num_blocks`` is not a positive integer.
+        """
         self._check_blocks(num_blocks)
         if num_blocks == 1:
             return [self.a]
@@ -75,7 +123,14 @@ class Linear(Schedule):
 
 @dataclass(frozen=True)
 class Explicit(Schedule):
-    """One keep probability per block, listed."""
+    """One keep probability per block, listed.
+
+    Args:
+        thetas: the keep probability of each block, first to last, each in [0, 1].
+
+    Raises:
+        ValueError: if ``thetas`` is empty or a theta is not a number in [0, 1].
+    """
 
     thetas: tuple
 
@@ -85,6 +140,17 @@ class Explicit(Schedule):
         object.__setattr__(self, "thetas", tuple(check_theta(t) for t in self.thetas))
 
     def values(self, num_blocks: int) -> List[float]:
+        """The listed keep probabilities.
+
+        Args:
+            num_blocks: number of blocks of the network; must equal the number of listed thetas.
+
+        Returns:
+            The listed thetas, as a list.
+
+        Raises:
+            ValueError: if ``num_blocks`` is not a positive integer or differs from the number of thetas.
+        """
         self._check_blocks(num_blocks)
         if len(self.thetas) != num_blocks:
             raise ValueError(f"the explicit schedule lists {len(self.thetas)} thetas but the model has "
@@ -112,7 +178,16 @@ def _number(text: str, whole: str) -> float:
 def parse_schedule(spec: ScheduleLike) -> Schedule:
     """Turn a schedule written as a number, a string in the paper's notation, or a list into a Schedule.
 
-    Raises ValueError for anything else, or for a theta outside [0, 1].
+    Args:
+        spec: a `Schedule` (returned as is), a number (``0.8``), a string (``"0.8"``,
+            ``"linear(1, 0.5)"``, ``"0.2,0.5,0.8"``) or a list or tuple of numbers.
+
+    Returns:
+        A `Constant` for a single number, a `Linear` for ``"linear(a, b)"``, an
+        `Explicit` for a list of several numbers.
+
+    Raises:
+        ValueError: for anything else (a boolean included), or for a theta outside [0, 1].
     """
     if isinstance(spec, Schedule):
         return spec

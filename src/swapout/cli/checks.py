@@ -114,7 +114,7 @@ def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str
 
 
 def eval_options(args: argparse.Namespace) -> Dict[str, Any]:
-    """The keyword arguments of :func:`swapout.runs.evaluate.evaluate_run` that ``swapout eval``'s options give."""
+    """The keyword arguments of `swapout.runs.evaluate.evaluate_run` that ``swapout eval``'s options give."""
     return dict(split=args.split, samples=30 if args.samples is None else args.samples, repeats=args.repeats,
                 limit=args.limit, device=args.device, data_dir=args.data_dir, progress=not args.quiet,
                 uncertainty=args.uncertainty, adaptive=args.adaptive, delta=args.delta,

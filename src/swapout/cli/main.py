@@ -161,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the ``swapout`` command line: parse the arguments and run the chosen command.
+
+    A ValueError of the command (a bad argument, unusable data or checkpoint) is reported on stderr in one
+    line, as is an interruption by Ctrl-C.
+
+    Args:
+        argv: the arguments after the program name; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 2 for a ValueError of the command, 130 when interrupted.
+
+    Raises:
+        SystemExit: from argparse, for a bad command line (status 2) or ``--help`` (status 0), and from a
+            command that ends with a status of its own (``swapout sweep``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, to say how to rejoin or continue it

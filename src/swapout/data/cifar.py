@@ -1,6 +1,6 @@
-"""What every reader of CIFAR shares: the datasets' constants, the :class:`Split` they produce, their errors.
+"""What every reader of CIFAR shares: the datasets' constants, the `Split` they produce, their errors.
 
-Kept apart from the readers (:mod:`swapout.data.files` and the compact copy's :mod:`swapout.data.compact`) so
+Kept apart from the readers (`swapout.data.files` and the compact copy's `swapout.data.compact`) so
 that each reader imports it, and not the other.
 """
 
@@ -15,10 +15,14 @@ import numpy as np
 __all__ = ["DATASETS", "NUM_CLASSES", "MEAN", "STD", "SPLIT_SIZES", "DataError", "Split", "check_digest"]
 
 DATASETS = ("cifar10", "cifar100")
+"""The names of the datasets the readers know."""
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+"""Number of classes of each dataset, by name."""
 # Per-channel mean and standard deviation of the 50,000 training images (RGB, on a 0..1 scale).
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+"""Per-channel (R, G, B) mean of each dataset's 50,000 training images, on a 0..1 scale, by name."""
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+"""Per-channel (R, G, B) standard deviation of each dataset's 50,000 training images, on a 0..1 scale, by name."""
 
 SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 
@@ -33,6 +37,12 @@ class Split:
 
     ``exact`` is a bool mask of images known to be bit-exact (all True except the compact copy's
     twenty approximate CIFAR-10 test images); ``source`` says where the data came from.
+
+    Args:
+        images: the images, uint8 ``(N, 32, 32, 3)``, RGB.
+        labels: the class of each image, int64 ``(N,)``.
+        exact: bool ``(N,)``, True for each image known to be bit-exact.
+        source: where the data came from: the file, folder or archive read.
     """
 
     images: np.ndarray

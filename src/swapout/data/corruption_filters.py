@@ -1,4 +1,4 @@
-"""The spatial corruptions of :mod:`swapout.data.corruptions`: blurs, zoom, elastic warps, fog and snow.
+"""The spatial corruptions of `swapout.data.corruptions`: blurs, zoom, elastic warps, fog and snow.
 
 Every function takes a batch ``x`` of float images (N, 3, H, W) in [0, 1], the parameter of one
 severity and a ``numpy.random.Generator``, and returns a batch of the same shape (not yet clipped or
@@ -190,7 +190,7 @@ def snow(x: Tensor, c, rng: np.random.Generator) -> Tensor:
     """Snowflakes: Gaussian noise (mean c[0], sd c[1]) zoomed by c[2], kept above c[3], motion-blurred
     (radius c[4], sigma c[5], angle uniform in [-135, -45] degrees), added twice (once rotated by 180
     degrees) to the image whitened as c[6]*x + (1 - c[6])*max(x, 1.5*grey + 0.5). The blur is ImageMagick's
-    motion blur, as in :func:`motion_blur`: angles near -90 degrees streak the flakes up and down."""
+    motion blur, as in `motion_blur`: angles near -90 degrees streak the flakes up and down."""
     n, _, h, w = x.shape
     layer = torch.from_numpy(rng.normal(c[0], c[1], size=(n, 1, h, w))).float()
     layer = clipped_zoom(layer, c[2])

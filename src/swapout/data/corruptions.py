@@ -6,14 +6,14 @@ made by ``make_cifar_c.py`` in github.com/hendrycks/robustness (``ImageNet-C/cre
 parameters for 32 x 32 images are used here and quoted beside each corruption. The operations are
 written anew with numpy, torch and Pillow, so the images are *generated in the manner of*
 CIFAR-10-C, not the published files: same kinds and amounts of corruption, other random draws, and
-small differences stated where they occur (see also :mod:`swapout.data.corruption_filters`). They apply
+small differences stated where they occur (see also `swapout.data.corruption_filters`). They apply
 to any 32 x 32 RGB images, CIFAR-100 included.
 
 Of the 15 corruptions, 14 are here; ``frost`` is not, as it overlays photographs of frost that ship
 with the original code. Three of the 4 extra corruptions are here too (``speckle_noise``,
 ``gaussian_blur``, ``saturate``); ``spatter`` is not (it needs OpenCV's edge and distance transforms).
 
-Use :func:`corrupt` on uint8 images (N, H, W, 3); :mod:`swapout.data.shifted` generates whole test
+Use `corrupt` on uint8 images (N, H, W, 3); `swapout.data.shifted` generates whole test
 sets from a seed and caches them.
 """
 

@@ -13,11 +13,11 @@ Sources, tried in this order inside a data directory:
 
 The official batches are pickles. They are read with an unpickler that allows only what those files
 hold (dicts, lists, bytes, strings, numbers and numpy arrays) and refuses anything else, so a
-tampered file cannot run code. A truncated, corrupt or wrong file raises :class:`DataError` naming
+tampered file cannot run code. A truncated, corrupt or wrong file raises `DataError` naming
 the file and what was expected.
 
 In the compact copy, twenty CIFAR-10 test images are approximate (recovered from a JPEG copy);
-:attr:`Split.exact` marks the 9,980 exact ones, and evaluation uses only those.
+`Split.exact` marks the 9,980 exact ones, and evaluation uses only those.
 """
 
 from __future__ import annotations
@@ -56,7 +56,12 @@ ARCHIVES = {
 }
 
 def default_data_dir() -> Path:
-    """``$SWAPOUT_DATA``; else ``../shared/data`` beside a source checkout, if it exists; else the cache."""
+    """``$SWAPOUT_DATA``; else ``../shared/data`` beside a source checkout, if it exists; else the cache.
+
+    Returns:
+        The folder to read the data from: ``$SWAPOUT_DATA`` if set; ``../shared/data`` beside a source checkout
+        if it holds ``cifar10-train.npz``; else ``swapout/data`` in ``$XDG_CACHE_HOME`` (``~/.cache`` if unset).
+    """
     if os.environ.get("SWAPOUT_DATA"):
         return Path(os.environ["SWAPOUT_DATA"])
     beside_checkout = Path(__file__).resolve().parents[4] / "shared" / "data"
@@ -177,9 +182,16 @@ def load_split(dataset: str, split: str, data_dir: Optional[os.PathLike] = None,
     Args:
         dataset: ``"cifar10"`` or ``"cifar100"``.
         split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
-        data_dir: folder with the data in one of the forms above; :func:`default_data_dir` if None.
+        data_dir: folder with the data in one of the forms above; `default_data_dir` if None.
         download: fetch the official archive when no form is present.
         verify: check every file against its published checksum.
+
+    Returns:
+        The split, images uint8 ``(N, 32, 32, 3)`` RGB and labels int64 ``(N,)``.
+
+    Raises:
+        DataError: for an unknown dataset or split, data that is missing (and not downloaded, or not
+            downloadable), or a file that is truncated, corrupt, unsafe or fails its checksum.
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -203,5 +215,17 @@ def load_split(dataset: str, split: str, data_dir: Optional[os.PathLike] = None,
 
 
 def load_cifar(dataset: str, data_dir: Optional[os.PathLike] = None, download: bool = True) -> Dict[str, Split]:
-    """Both splits of a dataset: ``{"train": Split, "test": Split}``."""
+    """Both splits of a dataset: ``{"train": Split, "test": Split}``.
+
+    Args:
+        dataset: ``"cifar10"`` or ``"cifar100"``.
+        data_dir: folder with the data in one of the forms above; `default_data_dir` if None.
+        download: fetch the official archive when no form is present.
+
+    Returns:
+        ``{"train": Split, "test": Split}``, as `load_split` reads them.
+
+    Raises:
+        DataError: as `load_split`, for an unknown dataset or missing or bad data.
+    """
     return {split: load_split(dataset, split, data_dir, download) for split in ("train", "test")}

@@ -1,9 +1,9 @@
 """Corrupted test sets generated from a seed, cached once with a SHA-256 checksum.
 
-:func:`shifted_images` applies one corruption of :mod:`swapout.data.corruptions` at one severity to a
+`shifted_images` applies one corruption of `swapout.data.corruptions` at one severity to a
 set of uint8 images. The random draws come from a generator seeded by (seed, corruption, severity,
 chunk of 1,000 images), so the same inputs and seed always give the same images. The result is kept
-under the cache directory (``$SWAPOUT_CACHE``, see :mod:`swapout.cache`) in
+under the cache directory (``$SWAPOUT_CACHE``, see `swapout.cache`) in
 ``shift/shift-v2-<dataset>-<corruption>-<severity>-<seed>-<n>-<inputs>.npz``, where ``<inputs>``
 starts the SHA-256 of the clean images; the file also holds the SHA-256 of the corrupted images,
 checked on every load: a file that fails the check (or cannot be read) is generated again.
@@ -66,11 +66,25 @@ def _load(path: Path) -> Optional[np.ndarray]:
 
 def shifted_images(images: np.ndarray, corruption: str, severity: int, seed: int = 0, dataset: str = "cifar10",
                    cache: bool = True, root: Optional[os.PathLike] = None) -> np.ndarray:
-    """``images`` (N, H, W, 3) uint8 with ``corruption`` at ``severity`` (1-5), generated in the manner of
-    CIFAR-10-C from ``seed``; cached (see the module's note) unless ``cache`` is False.
+    """``images`` with ``corruption`` at ``severity``, generated in the manner of CIFAR-10-C from ``seed``.
 
-    ``dataset`` only names the cache file (any 32 x 32 RGB images work, CIFAR-100 included).
-    Raises ValueError for an unknown corruption or a severity outside 1-5.
+    Cached (see the module's note) unless ``cache`` is False.
+
+    Args:
+        images: clean images, uint8 ``(N, H, W, 3)`` RGB; any 32 x 32 RGB images work, CIFAR-100 included.
+        corruption: name of a corruption of `swapout.data.corruptions`.
+        severity: corruption strength, 1 (mildest) to 5.
+        seed: integer >= 0 that, with the corruption, severity and chunk of images, seeds the random draws.
+        dataset: only names the cache file.
+        cache: read the corrupted set from the cache if there, and write it there otherwise; if False,
+            generate it and touch no file.
+        root: folder of the cache files; ``cache_dir()/shift`` if None.
+
+    Returns:
+        The corrupted images, with the shape and dtype of ``images``.
+
+    Raises:
+        ValueError: for an unknown corruption, a severity outside 1-5, or a seed that is not an integer >= 0.
     """
     check_corruptions([corruption])
     check_severities([severity])

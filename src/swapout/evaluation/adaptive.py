@@ -93,8 +93,8 @@ def _check(delta: float, max_passes: int, round_size: int) -> None:
 def adaptive_from_passes(pass_probs: Tensor, delta: float = 0.05, max_passes: Optional[int] = None,
                          round_size: int = 2) -> Dict[str, Tensor]:
     """The stopping rule applied to passes already drawn, (S, N, C), taken in order: a simulation of
-    :func:`adaptive_predict` that costs no forward pass. ``max_passes`` defaults to S. Returns
-    what :func:`adaptive_predict` returns."""
+    `adaptive_predict` that costs no forward pass. ``max_passes`` defaults to S. Returns
+    what `adaptive_predict` returns."""
     max_passes = pass_probs.shape[0] if max_passes is None else max_passes
     _check(delta, max_passes, round_size)
     if max_passes > pass_probs.shape[0]:
@@ -131,17 +131,23 @@ def adaptive_predict(model: nn.Module, x: Tensor, delta: float = 0.05, max_passe
     """Stochastic inference with as many passes per image as its top-1 answer needs.
 
     Args:
-        model: a classifier with swapout joins; x: a batch of images (B, ...).
+        model: a classifier with swapout joins.
+        x: a batch of images (B, ...).
         delta: the bound on the probability, per image, of stopping early with an answer other than
             the infinite-pass top-1 (see the module's description).
         max_passes: passes after which an image stops unsettled.
-        round_size: passes drawn per round after the first round (which draws :func:`min_passes`);
+        round_size: passes drawn per round after the first round (which draws `min_passes`);
             the images still pending are sampled together, in one batch per round.
-        max_batch: rows per forward call, as in :func:`swapout.stochastic_passes`.
+        max_batch: rows per forward call, as in `swapout.stochastic_passes`.
         progress: called with the number of images that stopped in each round.
 
-    Returns ``{"probs": (B, C) mean of the passes drawn, "prediction": (B,), "passes": (B,) passes
-    used, "settled": (B,) True where the rule stopped before max_passes or at it by the test}``.
+    Returns:
+        ``{"probs": (B, C) mean of the passes drawn, "prediction": (B,), "passes": (B,) passes
+        used, "settled": (B,) True where the rule stopped before max_passes or at it by the test}``.
+
+    Raises:
+        ValueError: if ``delta`` is not in (0, 1), ``max_passes`` or ``round_size`` is below 1, or ``x``
+            holds no images.
     """
     _check(delta, max_passes, round_size)
     return _run(lambda idx, start, k: stochastic_passes(model, x[idx.to(x.device)], k, max_batch), x.shape[0],

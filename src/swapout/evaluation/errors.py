@@ -1,7 +1,7 @@
 """Evaluation: deterministic and stochastic error on a split, and the paper's Figure 2 analysis.
 
 Figure 2 plots the error of stochastic inference against the number of averaged passes, with the
-standard error over repetitions. :func:`sample_curve` computes it: each repetition draws ``n`` fresh
+standard error over repetitions. `sample_curve` computes it: each repetition draws ``n`` fresh
 passes over the split, and the error after k passes is that of the mean of its first k.
 """
 
@@ -50,7 +50,7 @@ def split_logits(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean,
         samples: stochastic passes per image (0: none).
         deterministic: also compute one deterministic pass.
         batch_size: images per step (normalised at once); each step runs in forward calls of
-            :func:`rows_per_call` rows. progress: called with the number of images done at each step.
+            `rows_per_call` rows. progress: called with the number of images done at each step.
 
     Returns ``{"labels": (N,), "deterministic": (N, C) if asked, "passes": (samples, N, C) if samples}``.
     """

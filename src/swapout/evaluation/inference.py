@@ -1,7 +1,7 @@
 """Deterministic and stochastic inference (section 3.1 of the paper).
 
 The swapout inference switch is separate from ``train()``/``eval()``: BatchNorm follows ``eval()``
-(running statistics), masks follow :func:`set_inference`. :func:`predict` runs the paper's stochastic
+(running statistics), masks follow `set_inference`. `predict` runs the paper's stochastic
 inference: the mean softmax over n passes, each with fresh masks.
 """
 
@@ -21,8 +21,18 @@ __all__ = ["set_inference", "using_inference", "predict", "stochastic_passes", "
 def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
     """Set every swapout join in ``model`` to ``"deterministic"`` or ``"stochastic"`` inference.
 
-    Returns the previous mode of each join, so a caller can restore them. Has no effect in training
-    mode, where masks are always sampled.
+    Has no effect in training mode, where masks are always sampled.
+
+    Args:
+        model: the network whose `SwapoutJoin` modules are switched (in place).
+        mode: ``"deterministic"`` (expected values of the masks) or ``"stochastic"`` (fresh masks on every
+            forward call).
+
+    Returns:
+        The previous mode of each join, ``{join: mode}``, so a caller can restore them.
+
+    Raises:
+        ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``.
     """
     check_inference_mode(mode)
     previous = {}
@@ -35,7 +45,18 @@ def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
 
 @contextlib.contextmanager
 def using_inference(model: nn.Module, mode: str) -> Iterator[nn.Module]:
-    """Context manager: ``with swapout.using_inference(model, "stochastic"): ...``; restores on exit."""
+    """Context manager: ``with swapout.using_inference(model, "stochastic"): ...``; restores on exit.
+
+    Args:
+        model: the network whose swapout joins are switched for the duration of the block.
+        mode: ``"deterministic"`` or ``"stochastic"``, as in `set_inference`.
+
+    Yields:
+        ``model`` itself, its joins set to ``mode``; each join's previous mode is restored on exit.
+
+    Raises:
+        ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``.
+    """
     previous = set_inference(model, mode)
     try:
         yield model
@@ -61,6 +82,12 @@ def _passes_per_call(model: nn.Module, passes: int) -> Iterator[None]:
 def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
     """Logits of ``samples`` stochastic passes over ``x``: shape (samples, B, classes), float32.
 
+    The passes run batched: a forward call holds as many whole passes over ``x`` as fit in
+    ``max_batch`` rows (row ``s*B + b`` is pass ``s`` of image ``b``), or part of one pass when a
+    single pass does not fit. Every pass draws its own masks at every granularity: a join with one
+    mask per mini-batch (stochastic depth) draws one per pass held in the call. The model is put in
+    ``eval()`` mode (BatchNorm running statistics) for the call and restored afterwards.
+
     Args:
         model: a classifier returning logits of shape (B, classes).
         x: input batch of shape (B, ...).
@@ -68,11 +95,12 @@ def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optio
         max_batch: at most this many rows (images times passes) per forward call, which bounds
             memory; None runs all n*B at once.
 
-    The passes run batched: a forward call holds as many whole passes over ``x`` as fit in
-    ``max_batch`` rows (row ``s*B + b`` is pass ``s`` of image ``b``), or part of one pass when a
-    single pass does not fit. Every pass draws its own masks at every granularity: a join with one
-    mask per mini-batch (stochastic depth) draws one per pass held in the call. The model is put in
-    ``eval()`` mode (BatchNorm running statistics) for the call and restored afterwards.
+    Returns:
+        The logits, float32, of shape (samples, B, classes), or (1, B, classes) when ``samples`` is 0.
+
+    Raises:
+        ValueError: if ``samples`` is not an integer >= 0, ``max_batch`` is neither None nor a positive
+            integer, or ``x`` holds no images.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise ValueError(f"samples must be an integer >= 0 (0 = deterministic inference), got {samples!r}")
@@ -102,7 +130,18 @@ def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optio
 def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
     """Softmax probabilities of ``samples`` stochastic passes over ``x``: shape (samples, B, classes).
 
-    Arguments and batching as in :func:`pass_logits`.
+    Args:
+        model: the classifier, as for `pass_logits`.
+        x: the images, (B, ...).
+        samples: passes to draw; 0 gives the deterministic one.
+        max_batch: rows per forward call, batched as `pass_logits` does; None: one call.
+
+    Returns:
+        Each pass's softmax probabilities, float32, of shape (samples, B, classes) ((1, B, classes) when
+        ``samples`` is 0).
+
+    Raises:
+        ValueError: as `pass_logits`, for an invalid ``samples`` or ``max_batch`` or an empty ``x``.
     """
     return pass_logits(model, x, samples, max_batch).softmax(dim=-1)
 
@@ -110,6 +149,19 @@ def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch:
 def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
     """Class probabilities for ``x``: the mean softmax of ``samples`` stochastic forward passes.
 
-    Arguments as in :func:`pass_logits`; ``samples=0`` gives deterministic inference.
+    This is the paper's stochastic inference; ``samples=0`` gives deterministic inference. Batching as in
+    `pass_logits`.
+
+    Args:
+        model: a classifier of (B, ...) inputs into (B, classes) logits.
+        x: the images to classify.
+        samples: how many passes to average (the paper: 30); 0 means deterministic inference.
+        max_batch: a bound on the rows (images x passes) of one forward call, to cap memory; None: no bound.
+
+    Returns:
+        The mean of the passes' softmax probabilities, float32, of shape (B, classes).
+
+    Raises:
+        ValueError: as `pass_logits`, for an invalid ``samples`` or ``max_batch`` or an empty ``x``.
     """
     return stochastic_passes(model, x, samples, max_batch).mean(0)

@@ -1,6 +1,6 @@
 """Figures, drawn with matplotlib's Agg renderer (no display needed): Figure 2 and reliability diagrams.
 
-Each figure is a :class:`matplotlib.figure.Figure` saved directly, so nothing here touches pyplot's
+Each figure is a `matplotlib.figure.Figure` saved directly, so nothing here touches pyplot's
 global state or backend.
 """
 
@@ -42,7 +42,7 @@ def plot_curve(curve: Dict, path: os.PathLike, title: str = "") -> None:
     """Write Figure 2 as a PNG: mean error (%) against passes, with a band of one standard error.
 
     Args:
-        curve: the dict of :func:`swapout.evaluation.errors.sample_curve` (``samples``, ``mean_error``,
+        curve: the dict of `swapout.evaluation.errors.sample_curve` (``samples``, ``mean_error``,
             ``standard_error``, ``repeats``, ``images``).
         path: where to write the PNG (640 x 420 pixels).
         title: a title; by default the number of images and repetitions.
@@ -69,7 +69,7 @@ def plot_reliability(panels: Sequence[Dict], path: os.PathLike, title: str = "")
     """Write reliability diagrams as a PNG, one panel per prediction mode, side by side.
 
     Args:
-        panels: dicts from :func:`swapout.evaluation.uncertainty.reliability_bins` with a ``"label"`` added
+        panels: dicts from `swapout.evaluation.uncertainty.reliability_bins` with a ``"label"`` added
             (for example ``"deterministic"``): per-bin ``confidence``, ``accuracy``, ``count``
             (empty bins have count 0), the bin ``edges`` and the ``ece`` (%).
         path: where to write the PNG.

@@ -10,7 +10,7 @@ fresh statistics (a cumulative average over the images, ``momentum=None``), then
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ def batchnorms_after_random_joins(model: nn.Module) -> List[str]:
 
 
 def _checked(images, labels, layers: str, stats: str, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The arguments of :func:`recalibrate_bn`, checked; ``images`` and ``labels`` as numpy arrays."""
+    """The arguments of `recalibrate_bn`, checked; ``images`` and ``labels`` as numpy arrays."""
     got = f"{images.dtype} of shape {tuple(images.shape)}" if hasattr(images, "shape") else type(images).__name__
     array = images.detach().cpu().numpy() if torch.is_tensor(images) else images
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
@@ -59,31 +59,38 @@ def _checked(images, labels, layers: str, stats: str, batch_size: int) -> Tuple[
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, images, labels, mean: Sequence[float],
-                   std: Sequence[float], device, augment: bool = False, layers: str = "all", stats: str = "both",
-                   batch_size: int = 250, seed: int = 0,
-                   progress: Optional[Callable[[int], None]] = None) -> Dict[str, object]:
+def recalibrate_bn(model: nn.Module, images: Union[np.ndarray, torch.Tensor], labels: Union[np.ndarray, torch.Tensor],
+                   mean: Sequence[float], std: Sequence[float], device: Union[str, torch.device],
+                   augment: bool = False, layers: str = "all", stats: str = "both", batch_size: int = 250,
+                   seed: int = 0, progress: Optional[Callable[[int], None]] = None) -> Dict[str, object]:
     """Re-estimate BatchNorm statistics of ``model``, in place, for deterministic inference.
 
     Args:
         model: the network; left in ``eval()`` mode, its joins' inference modes unchanged.
         images: training images to gather statistics on, as CIFAR stores them: uint8 (N, H, W, 3), RGB,
             0..255, a numpy array or a torch tensor (normalised here with ``mean`` and ``std``; a float or
-            (N, 3, H, W) tensor is refused with a TypeError). labels: their labels, an array or tensor of N
-            (unused but for the loader). With ``augment`` a last batch smaller than ``batch_size`` is
-            dropped, as in training.
-        mean, std: the normalisation the model was trained with (per channel, 0..1 scale).
-        device: where to run.
+            (N, 3, H, W) tensor is refused with a TypeError). With ``augment`` a last batch smaller than
+            ``batch_size`` is dropped, as in training.
+        labels: their labels, an array or tensor of N (unused but for the loader).
+        mean: the per-channel mean of the normalisation the model was trained with (0..1 scale).
+        std: the per-channel standard deviation of that normalisation (0..1 scale).
+        device: where to run (e.g. ``"cpu"``, ``"cuda"``).
         augment: apply the training augmentation (flips, 4-pixel translations, one per batch).
         layers: ``"all"`` BatchNorm layers, or ``"after-random-joins"`` (see
-            :func:`batchnorms_after_random_joins`); the others keep their statistics.
+            `batchnorms_after_random_joins`); the others keep their statistics.
         stats: ``"both"`` (means and variances) or ``"variance"`` (new variances, the running means kept).
         batch_size: images per forward pass (BatchNorm's batch statistics are averaged over batches).
         seed: seed of the augmentation.
         progress: called with the number of images done after each batch.
 
-    Returns a description of what was done: ``{"images"`` (used), ``"augment", "layers", "stats",
-    "batchnorms"`` (how many were recalibrated) ``}``.
+    Returns:
+        A description of what was done: ``{"images"`` (how many were used; a last single image is skipped),
+        ``"augment", "layers", "stats", "batchnorms"`` (how many were recalibrated) ``}``.
+
+    Raises:
+        TypeError: if ``images`` are not uint8 (N, H, W, 3) RGB images (a numpy array or a torch tensor).
+        ValueError: if ``layers`` or ``stats`` is not one of the choices, or there are fewer than 2 images
+            or ``batch_size`` is below 2.
     """
     images, labels = _checked(images, labels, layers, stats, batch_size)
     chosen = set(batchnorms_after_random_joins(model)) if layers == "after-random-joins" else None

@@ -3,8 +3,8 @@
 Ovadia et al. ("Can you trust your model's uncertainty? Evaluating predictive uncertainty under
 dataset shift", NeurIPS 2019) measured how error, NLL, Brier score and ECE grow with the severity of
 CIFAR-10-C's corruptions, for temperature scaling, MC dropout and deep ensembles among others.
-:func:`evaluate_shift` makes the same measurement for any classifier that :func:`swapout.predict`
-accepts, on corrupted copies of the given images (:mod:`swapout.data.shifted`), in four modes:
+`evaluate_shift` makes the same measurement for any classifier that `swapout.predict`
+accepts, on corrupted copies of the given images (`swapout.data.shifted`), in four modes:
 
 * ``deterministic``: one pass, masks replaced by their expectation;
 * ``deterministic+T``: the same logits divided by a temperature fitted on clean held-out images;
@@ -14,7 +14,7 @@ accepts, on corrupted copies of the given images (:mod:`swapout.data.shifted`), 
 Temperatures are fitted as a user would, on clean images only: on the given held-out images
 (``calibration``), or else by 2-fold cross-fitting on the clean copies of the evaluated images
 (each image's corrupted copies are scored with the temperature fitted on the other half's clean
-copies). Metrics come from :func:`swapout.evaluation.uncertainty.calibration_metrics`; every error carries a
+copies). Metrics come from `swapout.evaluation.uncertainty.calibration_metrics`; every error carries a
 95% Wilson interval, and the per-severity means over corruptions carry 95% bootstrap intervals
 (images resampled, the same resample for every corruption and mode, so differences are paired).
 """
@@ -26,7 +26,7 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -167,31 +167,46 @@ def _as_logits(model, given, mean, std, device, samples, label, bar_on, seed: in
 
 
 def evaluate_shift(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, dataset: str = "cifar10",
-                   mean=None, std=None, corruptions: Sequence[str] = BENCHMARK,
-                   severities: Sequence[int] = SEVERITIES, samples: int = 10, seed: int = 0,
-                   calibration=None, clean: Optional[Dict] = None, device="cpu", cache: bool = True,
+                   mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                   corruptions: Sequence[str] = BENCHMARK, severities: Sequence[int] = SEVERITIES, samples: int = 10,
+                   seed: int = 0, calibration: Union[Tuple[np.ndarray, np.ndarray], Dict[str, Tensor], None] = None,
+                   clean: Optional[Dict] = None, device: Union[str, torch.device] = "cpu", cache: bool = True,
                    resamples: int = 200, progress: bool = True, keep_probs: bool = False) -> Dict[str, Any]:
     """Error, NLL, Brier and ECE of ``model`` on corrupted copies of ``images``, per corruption and severity.
 
     Args:
-        model: a classifier of normalised (N, 3, H, W) images, as :func:`swapout.predict` takes.
-        images, labels: clean uint8 images (N, H, W, 3) and their classes.
-        dataset: names the cached sets; ``mean``, ``std``: the input normalisation (default: the dataset's).
-        corruptions, severities: the grid (default: the 14 benchmark corruptions x severities 1-5).
+        model: a classifier of normalised (N, 3, H, W) images, as `swapout.predict` takes.
+        images: clean uint8 images (N, H, W, 3).
+        labels: their classes (N,).
+        dataset: names the cached sets and the default normalisation (``"cifar10"`` or ``"cifar100"``).
+        mean: the per-channel mean of the input normalisation (0..1 scale); None: the dataset's.
+        std: the per-channel standard deviation of the input normalisation (0..1 scale); None: the dataset's.
+        corruptions: the corruptions of the grid (default: the 14 benchmark corruptions).
+        severities: the severities of the grid, each in 1-5 (default: all five).
         samples: stochastic passes; 0 evaluates deterministic inference only. A model without random
             masks (a plain ResNet) must use 0: its passes would all be the deterministic one.
         seed: seeds the corruptions, every set's masks (held-out images' too) and the folds: one seed, one result.
         calibration: clean held-out images for the temperatures, as ``(images, labels)`` or as logits
             ``{"labels", "deterministic", "passes"}``; None: 2-fold cross-fitting on ``images``.
         clean: the logits of the clean ``images`` if already computed (same keys).
+        device: where to run the model (e.g. ``"cpu"``, ``"cuda"``).
         cache: keep the corrupted sets and every set's logits under the cache directory, so that a
             repeated or interrupted evaluation reuses them.
         resamples: bootstrap resamples for the per-severity intervals (0: none).
+        progress: show a progress bar on the terminal.
         keep_probs: also return every set's probabilities under ``"probs"`` (severity -> [mode -> (N, C)]).
 
-    Returns a dict: ``settings``, ``temperature``, ``clean`` (mode -> metrics), ``corrupted``
-    (corruption -> severity -> mode -> metrics), ``summary`` (severity, "0" for clean -> mode -> mean
-    metrics over corruptions, with bootstrap intervals), ``intervals`` (what the sample sizes allow).
+    Returns:
+        A dict: ``settings``, ``temperature`` (base mode -> fitted values and how), ``clean`` (mode -> metrics),
+        ``corrupted`` (corruption -> severity -> mode -> metrics), ``summary`` (severity, "0" for clean -> mode
+        -> mean metrics over corruptions, with bootstrap intervals), ``intervals`` (what the sample sizes
+        allow), and ``probs`` with ``keep_probs``. The metrics are those of
+        `swapout.evaluation.uncertainty.calibration_metrics` with the error's 95% Wilson interval.
+
+    Raises:
+        ValueError: if a corruption or severity is unknown, repeated or none is given, ``samples`` is not an
+            integer >= 0, ``samples`` > 0 for a model without random masks, or there are fewer than 2 images
+            or not one label per image.
     """
     corruptions, severities = check_corruptions(list(corruptions)), check_severities(list(severities))
     _check(model, images, labels, samples)

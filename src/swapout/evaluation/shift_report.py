@@ -1,6 +1,6 @@
 """The figures of a shift study: intervals of errors and of means over corruptions, its table and its plot.
 
-Split from :mod:`swapout.evaluation.shift`, which measures; this module only summarises what was measured. A
+Split from `swapout.evaluation.shift`, which measures; this module only summarises what was measured. A
 single error carries a 95% Wilson interval; a mean over corruptions carries a basic bootstrap interval
 over images, the same resample serving every corruption and mode so that differences are paired.
 """
@@ -116,19 +116,22 @@ def _broken(xs: Sequence[float], ys: Sequence[float], sev: Sequence[int]):
 
 
 def plot_shift(results: Dict[str, Dict[str, Any]], path: os.PathLike, title: str = "") -> None:
-    """ECE and error (mean over corruptions) against severity, 0 = clean, written as a PNG: the figure style of
-    Ovadia et al., one line per model and mode.
+    """ECE and error (mean over corruptions) against severity, 0 = clean, written as a PNG.
+
+    The figure style of Ovadia et al., one line per model and mode. Each line's marks are shifted sideways by a
+    few hundredths of a severity, so that lines with equal values (deterministic inference with and without a
+    temperature have the same error) stay visible; a vertical bar is the 95% bootstrap interval of the mean,
+    where the result holds one. The axis has ticks only at the evaluated severities, and lines join
+    neighbouring severities only.
 
     Args:
-        results: label -> :func:`evaluate_shift` result; the labels name the lines, so they should tell the
+        results: label -> `evaluate_shift` result; the labels name the lines, so they should tell the
             models or runs apart (say, the run's folder and seed).
         path: where to write the PNG (960 x 480 pixels).
         title: a title over both panels, best kept to one line.
 
-    Each line's marks are shifted sideways by a few hundredths of a severity, so that lines with equal values
-    (deterministic inference with and without a temperature have the same error) stay visible; a vertical bar
-    is the 95% bootstrap interval of the mean, where the result holds one. The axis has ticks only at the
-    evaluated severities, and lines join neighbouring severities only.
+    Raises:
+        ValueError: if ``results`` holds no result (no line to draw).
     """
     from matplotlib.lines import Line2D
 

@@ -1,7 +1,7 @@
 """Uncertainty from swapout's ensemble: calibration, temperature scaling, entropy, mutual information, OOD.
 
 Everything here works on logits that have already been computed (see
-:func:`swapout.evaluation.errors.split_logits`): ``(N, C)`` for one deterministic pass, ``(S, N, C)`` for S
+`swapout.evaluation.errors.split_logits`): ``(N, C)`` for one deterministic pass, ``(S, N, C)`` for S
 stochastic passes. A prediction is the mean of the passes' softmax probabilities, as in the paper's
 stochastic inference; temperature scaling (Guo et al., "On calibration of modern neural networks",
 ICML 2017) divides every pass's logits by one temperature T before the softmax.
@@ -54,7 +54,7 @@ _metrics_failure: Optional[str] = None  # why torchmetrics could not be imported
 
 
 def classification_metrics() -> ModuleType:
-    """``torchmetrics.functional.classification``, or :class:`MetricsUnavailable` saying in one line why it
+    """``torchmetrics.functional.classification``, or `MetricsUnavailable` saying in one line why it
     cannot be imported and how to fix that.
 
     torchmetrics imports torchvision whenever one is installed, and a torchvision built for another torch
@@ -94,13 +94,21 @@ def probabilities(logits: Tensor, temperature: float = 1.0) -> Tensor:
 def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[str, float]:
     """Error (%), NLL (nats), Brier score and expected calibration error (%, ``n_bins`` equal-width bins).
 
+    NLL clamps probabilities at 1e-300 so that a confidently wrong float64 prediction stays finite.
+    The ECE is torchmetrics' ``multiclass_calibration_error`` (L1 norm).
+
     Args:
         probs: predicted probabilities (N, C), rows summing to 1.
         labels: true classes (N,).
         n_bins: bins of the confidence (the top probability) for the ECE.
 
-    NLL clamps probabilities at 1e-300 so that a confidently wrong float64 prediction stays finite.
-    The ECE is torchmetrics' ``multiclass_calibration_error`` (L1 norm).
+    Returns:
+        ``{"error", "nll", "brier", "ece"}``: the top-1 error (%), the mean negative log-likelihood of the
+        true class (nats per image), the Brier score (0 to 2, averaged over images) and the ECE (%).
+
+    Raises:
+        MetricsUnavailable: if torchmetrics cannot be imported (see `classification_metrics`).
+        ValueError: if the shapes are not (N, C) and (N,) with N >= 1.
     """
     multiclass_calibration_error = classification_metrics().multiclass_calibration_error  # slow to import: on use
 
@@ -120,7 +128,7 @@ def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[st
 
     Bins are ``[k/n, (k+1)/n)`` for k = 0..n-1, a confidence of exactly 1 falling in the last one.
     Returns ``{"edges", "confidence", "accuracy", "count", "ece"}``; the ECE is that of
-    :func:`calibration_metrics`.
+    `calibration_metrics`.
     """
     _check(probs, labels)
     conf, pred = probs.double().max(1)
@@ -139,13 +147,25 @@ def _nll(logits: Tensor, labels: Tensor, temperature: float) -> float:
 
 
 def fit_temperature(logits: Tensor, labels: Tensor, low: float = 0.05, high: float = 20.0, steps: int = 40) -> float:
-    """The temperature T in [low, high] that minimises the NLL of :func:`probabilities` on these images.
+    """The temperature T in [low, high] that minimises the NLL of `probabilities` on these images.
+
+    The search is a golden-section search over log T in [log low, log high]; 40 steps narrow it to 1e-8 of
+    its width.
 
     Args:
         logits: (N, C) for one pass, or (S, N, C) for stochastic passes (T then divides every
             pass's logits, and the NLL is that of the mean of the passes' softmax).
         labels: true classes (N,).
-        low, high, steps: golden-section search over log T; 40 steps narrow it to 1e-8 of its width.
+        low: the smallest temperature searched, > 0.
+        high: the largest temperature searched, > ``low``.
+        steps: number of golden-section steps.
+
+    Returns:
+        The fitted temperature T (the midpoint, in log T, of the final interval).
+
+    Raises:
+        ValueError: if not ``0 < low < high``, or the shapes of ``logits`` and ``labels`` do not match
+            ((N, C) or (S, N, C) and (N,), N >= 1).
     """
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high, got {low} and {high}")
@@ -178,8 +198,20 @@ def cross_fit_temperature(logits: Tensor, labels: Tensor, folds: int = 2, seed: 
     """Temperature scaling without a separate calibration split: k-fold cross-fitting.
 
     The images are split into ``folds`` random parts of equal size (seeded); part k is to be scored
-    with the temperature fitted on the other parts. Returns the part of each image (N,) and the
-    temperatures, one per part.
+    with the temperature fitted on the other parts.
+
+    Args:
+        logits: (N, C) for one pass, or (S, N, C) for stochastic passes, as in `fit_temperature`.
+        labels: true classes (N,).
+        folds: number of parts k, >= 2.
+        seed: seed of the random split into parts (see `fold_assignment`).
+
+    Returns:
+        A pair ``(fold, temperatures)``: the part of each image, a long tensor (N,) with values in
+        0..folds-1, and the temperatures, one per part (that of part k fitted on all the other parts).
+
+    Raises:
+        ValueError: if ``folds`` < 2.
     """
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
@@ -191,7 +223,14 @@ def cross_fit_temperature(logits: Tensor, labels: Tensor, folds: int = 2, seed: 
 
 
 def entropy(probs: Tensor) -> Tensor:
-    """Entropy (nats) of each row of ``probs`` (..., C); 0 * log 0 counts as 0."""
+    """Entropy (nats) of each row of ``probs`` (..., C); 0 * log 0 counts as 0.
+
+    Args:
+        probs: probabilities of shape (..., C), each row summing to 1.
+
+    Returns:
+        The entropy in nats, float64, of shape (...): ``probs`` without its last dimension.
+    """
     p = probs.double()
     return -(p * p.clamp_min(1e-300).log()).sum(-1)
 
@@ -199,9 +238,17 @@ def entropy(probs: Tensor) -> Tensor:
 def mutual_information(pass_probs: Tensor) -> Tensor:
     """Mutual information (nats) between the prediction and the masks, per image (BALD).
 
-    ``pass_probs`` (S, N, C) are the S passes' probabilities; the result (N,) is the entropy of the
-    mean prediction minus the mean entropy of the passes: the part of the predictive entropy that
-    comes from disagreement between the ensemble's members (Houlsby et al. 2011; Gal 2016).
+    The entropy of the mean prediction minus the mean entropy of the passes: the part of the predictive
+    entropy that comes from disagreement between the ensemble's members (Houlsby et al. 2011; Gal 2016).
+
+    Args:
+        pass_probs: the S stochastic passes' probabilities, shape (S, N, C).
+
+    Returns:
+        The mutual information in nats, float64, shape (N,), clamped at 0.
+
+    Raises:
+        ValueError: if ``pass_probs`` is not 3-D.
     """
     if pass_probs.dim() != 3:
         raise ValueError(f"pass_probs must have shape (S, N, C), got {tuple(pass_probs.shape)}")
@@ -223,12 +270,22 @@ def ood_scores(probs: Tensor, pass_probs: Tensor = None) -> Dict[str, Tensor]:
 def ood_metrics(in_scores: Tensor, out_scores: Tensor) -> Dict[str, float]:
     """AUROC (%) and FPR (%) at 95% TPR of telling in-distribution images (positives) from OOD ones.
 
-    Args:
-        in_scores, out_scores: scores of the in-distribution and out-of-distribution images, higher
-            meaning more in-distribution.
-
     FPR at 95% TPR is the share of OOD images accepted when the threshold keeps at least 95% of the
-    in-distribution images. Both come from torchmetrics (``binary_auroc``, ``binary_roc``).
+    in-distribution images. Both come from torchmetrics (``binary_auroc``, ``binary_roc``), computed on
+    the ranks of the scores so that ties are kept.
+
+    Args:
+        in_scores: scores of the in-distribution images (M,), higher meaning more in-distribution
+            (see `ood_scores`).
+        out_scores: scores of the out-of-distribution images (K,), on the same scale.
+
+    Returns:
+        ``{"auroc", "fpr95"}``: the area under the ROC curve (%) and the false-positive rate (%) at 95%
+        true-positive rate.
+
+    Raises:
+        MetricsUnavailable: if torchmetrics cannot be imported (see `classification_metrics`).
+        ValueError: if either set of scores is empty.
     """
     metrics = classification_metrics()
     binary_auroc, binary_roc = metrics.binary_auroc, metrics.binary_roc

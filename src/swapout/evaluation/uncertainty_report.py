@@ -1,5 +1,5 @@
 """One report of calibration and OOD detection for deterministic and stochastic inference, with and
-without temperature scaling, from logits computed once (see :mod:`swapout.evaluation.uncertainty`)."""
+without temperature scaling, from logits computed once (see `swapout.evaluation.uncertainty`)."""
 
 from __future__ import annotations
 
@@ -69,21 +69,29 @@ def uncertainty_report(test: Dict[str, Tensor], ood: Optional[Dict[str, Tensor]]
     """Calibration (error, NLL, Brier, ECE), OOD detection and entropies, per inference mode.
 
     Args:
-        test: the evaluated split, as from :func:`swapout.evaluation.errors.split_logits`: ``"labels"`` (N,),
+        test: the evaluated split, as from `swapout.evaluation.errors.split_logits`: ``"labels"`` (N,),
             ``"deterministic"`` logits (N, C) and, for stochastic inference, ``"passes"`` (S, N, C).
         ood: the same for out-of-distribution images (their labels are not used), or None.
         calibration: a held-out split with the same keys to fit the temperatures on; None fits them
             by ``folds``-fold cross-fitting on ``test`` (each part scored with the temperature fitted
             on the others; OOD images are split into parts the same way).
         n_bins: equal-width confidence bins of the ECE and the reliability diagram.
+        folds: number of parts of the cross-fitting (>= 2), used when ``calibration`` is None.
         seed: seed of the cross-fitting split.
 
-    Returns a JSON-ready dict (floats rounded to 4 decimals): ``"rows"``, one per mode and scaling
-    (``deterministic``, ``deterministic+T``, ``stochastic``, ``stochastic+T``) with the metrics, the
-    temperature(s), the OOD AUROC and FPR at 95% TPR per score, and mean entropies; ``"reliability"``,
-    the bins per row; ``"temperature_fit"``, how T was fitted. ``"per_image"`` (not JSON: tensors)
-    holds each test image's label, prediction, predictive entropy and mutual information for
-    stochastic inference (or deterministic, without passes).
+    Returns:
+        A JSON-ready dict (floats rounded to 4 decimals): ``"rows"``, one per mode and scaling
+        (``deterministic``, ``deterministic+T``, ``stochastic``, ``stochastic+T``, for the modes ``test``
+        holds) with the metrics of `calibration_metrics`, the
+        temperature(s), the OOD AUROC and FPR at 95% TPR per score, and mean entropies; ``"reliability"``,
+        the bins per row; ``"temperature_fit"``, how T was fitted; ``"images"`` and ``"ood_images"``, the
+        numbers of test and OOD images; ``"bins"``, ``n_bins``. ``"per_image"`` (not JSON: tensors)
+        holds each test image's ``"label"``, ``"prediction"``, ``"entropy"`` (predictive, nats) and
+        ``"mutual_information"`` (nats) for stochastic inference (or deterministic, without passes, where
+        the mutual information is 0).
+
+    Raises:
+        ValueError: if ``test`` holds neither ``"deterministic"`` logits nor ``"passes"``.
     """
     labels = test["labels"].long()
     modes = [m for m in MODES if (m == "deterministic" and "deterministic" in test) or (m == "stochastic" and

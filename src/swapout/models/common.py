@@ -27,7 +27,7 @@ def check_size(width: int, num_classes: int) -> None:
 
 
 def block_joins(join: Optional[JoinSpec], default_method: str, num_blocks: int) -> List[nn.Module]:
-    """One join per block from ``join`` (a :class:`swapout.JoinSpec`), or ``default_method``'s if None."""
+    """One join per block from ``join`` (a `swapout.JoinSpec`), or ``default_method``'s if None."""
     if join is None:
         join = JoinSpec(default_method)
     if not isinstance(join, JoinSpec):

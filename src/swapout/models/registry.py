@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from torch import nn
 
@@ -17,30 +17,47 @@ _JOIN_ARGS = ("method", "theta1", "theta2", "granularity", "skipforward_on")
 
 
 def register_model(fn: Callable[..., nn.Module], name: Optional[str] = None) -> Callable[..., nn.Module]:
-    """Make ``fn`` available to :func:`create_model` under ``name`` (its own name by default).
+    """Make ``fn`` available to `create_model` under ``name`` (its own name by default).
 
     Usable as a decorator. ``fn`` takes the network's own arguments and, if it has swapout joins, a
-    ``join`` argument (a :class:`swapout.JoinSpec`).
+    ``join`` argument (a `swapout.JoinSpec`).
+
+    Args:
+        fn: a callable that builds the network, e.g. its class.
+        name: the name to register it under; ``fn.__name__`` if None. An existing name is replaced.
+
+    Returns:
+        ``fn`` itself, unchanged.
     """
     _MODELS[name or fn.__name__] = fn
     return fn
 
 
 def list_models() -> List[str]:
-    """Names of all registered models, sorted."""
+    """Names of all registered models, sorted.
+
+    Returns:
+        The registered names, in alphabetical order.
+    """
     return sorted(_MODELS)
 
 
-def create_model(name: str, join: Optional[JoinSpec] = None, **kwargs) -> nn.Module:
+def create_model(name: str, join: Optional[JoinSpec] = None, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from `list_models`.
         join: how blocks join X and F(X); or give its fields as keywords instead: ``method`` (see
-            :data:`swapout.METHODS`), ``theta1``, ``theta2`` (number, schedule string or list),
+            `swapout.METHODS`), ``theta1``, ``theta2`` (number, schedule string or list),
             ``granularity`` and ``skipforward_on``. Without either, the model's default method.
         **kwargs: the network's own arguments, e.g. ``depth``, ``width`` (multiplier k of the base
             widths) and ``num_classes``.
+
+    Returns:
+        The new network, freshly initialised.
+
+    Raises:
+        ValueError: if ``name`` is not registered, or both ``join`` and any of its fields are given.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")

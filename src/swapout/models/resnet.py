@@ -69,7 +69,18 @@ class Bottleneck(nn.Module):
 class ResNetV1(nn.Module):
     """He et al. 2016a CIFAR ResNet; ``depth`` 6n+2, widths (16, 32, 64) x ``width``.
 
-    ``join`` (a :class:`swapout.JoinSpec`) defaults to plain residual joins.
+    ``join`` (a `swapout.JoinSpec`) defaults to plain residual joins.
+
+    Args:
+        depth: number of layers, 6n+2 (20, 56, 110, ...).
+        width: multiplier k of the group widths (16, 32, 64).
+        num_classes: 10 for CIFAR-10, 100 for CIFAR-100.
+        join: how blocks join their skip input and output (`swapout.JoinSpec`); schedules run over the 3n
+            blocks, first to last. None: plain residual joins.
+
+    Raises:
+        ValueError: if ``depth`` is not of the form 6n+2 with n >= 1, ``width`` or ``num_classes`` is not a
+            positive integer, or ``join`` is not a `swapout.JoinSpec`.
     """
 
     def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None):
@@ -84,13 +95,31 @@ class ResNetV1(nn.Module):
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch of images.
+
+        Args:
+            x: images, ``(N, 3, H, W)``, e.g. 32x32 CIFAR images.
+
+        Returns:
+            Logits, ``(N, num_classes)``.
+        """
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
 
 
 class PreActResNet(nn.Module):
     """He et al. 2016b CIFAR pre-activation bottleneck ResNet; ``depth`` 9n+2 (164, 1001).
 
-    ``join`` (a :class:`swapout.JoinSpec`) defaults to plain residual joins.
+    ``join`` (a `swapout.JoinSpec`) defaults to plain residual joins.
+
+    Args:
+        depth: number of layers, 9n+2 (164, 1001, ...).
+        width: multiplier k of the bottleneck widths (16, 32, 64); each block outputs 4x its width.
+        num_classes: the classes of the head (CIFAR-100: 100).
+        join: the `swapout.JoinSpec` of the 3n bottleneck blocks, its schedules first block to last (None: X + F(X)).
+
+    Raises:
+        ValueError: for a depth other than 9n+2 (n >= 1), a width or class count that is not a positive integer,
+            or a ``join`` that is not a `swapout.JoinSpec`.
     """
 
     def __init__(self, depth: int = 164, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None):
@@ -107,6 +136,14 @@ class PreActResNet(nn.Module):
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch of images.
+
+        Args:
+            x: images, ``(N, 3, H, W)``, e.g. 32x32 CIFAR images.
+
+        Returns:
+            Logits, ``(N, num_classes)``.
+        """
         h = F.relu(self.bn(self.blocks(self.stem(x))))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 

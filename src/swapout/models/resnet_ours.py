@@ -67,9 +67,13 @@ class ResNetOurs(nn.Module):
         depth: 6n+2 layers (20, 32, 56, ...).
         width: multiplier k of the group widths (16, 32, 64); the paper's W x k.
         num_classes: 10 for CIFAR-10, 100 for CIFAR-100.
-        join: how blocks join their skip input and output (:class:`swapout.JoinSpec`); schedules run
+        join: how blocks join their skip input and output (`swapout.JoinSpec`); schedules run
             over the 3n blocks, first to last. None: swapout with Linear(1, 0.5) for both thetas.
         preact: pre-activation (v2) blocks if True, post-activation (v1) otherwise.
+
+    Raises:
+        ValueError: if ``depth`` is not of the form 6n+2 with n >= 1, ``width`` or ``num_classes`` is not a
+            positive integer, or ``join`` is not a `swapout.JoinSpec`.
     """
 
     def __init__(self, depth: int = 20, width: int = 1, num_classes: int = 10, join: Optional[JoinSpec] = None,
@@ -90,6 +94,14 @@ class ResNetOurs(nn.Module):
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch of images.
+
+        Args:
+            x: images, ``(N, 3, H, W)``, e.g. 32x32 CIFAR images.
+
+        Returns:
+            Logits, ``(N, num_classes)``.
+        """
         return self.head(self.blocks(self.stem(x)))
 
 

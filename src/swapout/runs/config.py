@@ -29,7 +29,45 @@ PAPER_MILESTONES = (196, 224)
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Defaults are the paper's recipe (section 4)."""
+    """Everything that defines a training run. Defaults are the paper's recipe (section 4).
+
+    Fields are not checked on construction: `validate` checks them, `join` the method's schedules.
+
+    Args:
+        preset: the preset this config started from (``"<table>/<row>"``, see `list_presets`), if any.
+        dataset: ``"cifar10"`` or ``"cifar100"``.
+        model: a name from `swapout.list_models`.
+        depth: the network's depth (number of layers, e.g. 20).
+        width: multiplier k of the widths of the three stages (16, 32, 64).
+        method: the training method: ``"resnet"``, ``"swapout"``, ``"dropout"``, ``"residual_dropout"``,
+            ``"stochastic_depth"`` or ``"skipforward"`` (see `swapout.methods.JoinSpec`).
+        theta1: schedule of the keep probability of X over the blocks, in the paper's notation (``"0.8"``,
+            ``"linear(1,0.5)"``, ``"0.2,0.5,0.8"``); None: the method's default.
+        theta2: schedule of the keep probability of F(X), in the same notation; None: the method's default.
+        granularity: mask granularity (``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``); None: the
+            method's default.
+        skipforward_on: for skipforward, whether Theta is on X (``"x"``, equation 4 as printed) or on F(X)
+            (``"fx"``).
+        epochs: training epochs (the paper: 256).
+        batch_size: images per mini-batch.
+        lr: initial learning rate of SGD.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        milestones: epochs after which the learning rate is divided by 10, increasing; None: the paper's 196
+            and 224, scaled to ``epochs``.
+        crop: the random translation: one per mini-batch (``"batch"``, the paper) or one per image (``"image"``).
+        sync_bn: in data-parallel runs, BatchNorm statistics over the global batch (GPU only).
+        val_split: hold out the last N training images for validation (0: none).
+        eval_samples: passes of stochastic inference in the evaluation at the end (0: deterministic only).
+        eval_limit: evaluate on at most this many images per split (None: all).
+        max_steps: stop after this many optimiser steps (a short run); None: train all ``epochs``.
+        checkpoint_every: also checkpoint every N optimiser steps inside an epoch (0: at epoch ends only).
+        seed: random seed of the run.
+        device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        precision: ``"fp32"`` or ``"bf16"`` (autocast); ``"auto"``: bf16 on CUDA, fp32 on the CPU.
+        compile: whether to ``torch.compile`` the training step; None: on CUDA only.
+        data_dir: folder of the datasets; None: `swapout.data.default_data_dir`.
+    """
 
     preset: Optional[str] = None          # the preset this config started from, if any
     dataset: str = "cifar10"              # cifar10 or cifar100
@@ -71,19 +109,40 @@ class TrainConfig:
                "skipforward_on": SKIPFORWARD_ON, "precision": ("auto",) + PRECISIONS}
 
     def resolved_milestones(self) -> List[int]:
+        """The epochs after which the learning rate is divided by 10.
+
+        Returns:
+            ``milestones`` if set, else the paper's 196 and 224 scaled to ``epochs`` (rounded).
+        """
         if self.milestones is not None:
             return list(self.milestones)
         return [round(m * self.epochs / PAPER_EPOCHS) for m in PAPER_MILESTONES]
 
     def learning_rate(self, epoch: int) -> float:
-        """Learning rate during ``epoch`` (0-based): ``lr`` divided by 10 after each milestone epoch."""
+        """Learning rate during ``epoch`` (0-based): ``lr`` divided by 10 after each milestone epoch.
+
+        Args:
+            epoch: the epoch, counted from 0.
+
+        Returns:
+            ``lr`` times 0.1 to the power of the number of milestones <= ``epoch``.
+        """
         return self.lr * 0.1 ** sum(epoch >= m for m in self.resolved_milestones())
 
     def validate(self) -> "TrainConfig":
-        """Check every field; raises ValueError naming the field and what is allowed.
+        """Check every field.
 
-        The method's thetas and granularity are checked by :meth:`join`, which parses the schedules;
+        The method's thetas and granularity are checked by `join`, which parses the schedules;
         the depth and an explicit schedule's length when the model is built.
+
+        Returns:
+            The config itself, unchanged.
+
+        Raises:
+            ValueError: naming the field and what is allowed, for the first field found out of range: a word
+                not among `CHOICES`, an unknown model, a count that is not a positive integer, a
+                negative rate, a non-boolean ``sync_bn`` or ``compile``, a ``val_split`` of 50,000 or more,
+                or milestones that are not increasing epochs >= 1.
         """
         for name, allowed in self.CHOICES.items():
             value = getattr(self, name)
@@ -118,7 +177,15 @@ class TrainConfig:
 
     @staticmethod
     def check_pack(cfgs: List["TrainConfig"]) -> None:
-        """ValueError if the runs ``cfgs`` differ in a field that runs of one pack share."""
+        """Check that the runs ``cfgs`` may train together in one pack.
+
+        Args:
+            cfgs: the configs of the pack's runs, at least one.
+
+        Raises:
+            ValueError: if they differ in a field that runs of one pack share (any but
+                `PACK_MAY_DIFFER`).
+        """
         first = cfgs[0].to_dict()
         differ = sorted({k for cfg in cfgs[1:] for k, v in cfg.to_dict().items()
                          if v != first[k] and k not in TrainConfig.PACK_MAY_DIFFER})
@@ -127,10 +194,17 @@ class TrainConfig:
                              f"{', '.join(TrainConfig.PACK_MAY_DIFFER)}")
 
     def join(self) -> JoinSpec:
-        """How the network's blocks join X and F(X); ValueError for a bad method, schedule or granularity.
+        """How the network's blocks join X and F(X).
 
         The schedules are parsed and range-checked once: the JoinSpec is kept for as long as the join
         fields stay as they were, so the command line's check and the model's construction share it.
+
+        Returns:
+            The `JoinSpec` of ``method``, ``theta1``, ``theta2``, ``granularity`` and
+            ``skipforward_on``.
+
+        Raises:
+            ValueError: for a bad method, schedule or granularity (see `JoinSpec`).
         """
         key = tuple(getattr(self, k) for k in ("method", "theta1", "theta2", "granularity", "skipforward_on"))
         cached = self.__dict__.get("_join")
@@ -142,10 +216,20 @@ class TrainConfig:
         return cached[1]
 
     def to_dict(self) -> Dict[str, Any]:
+        """The fields as a dict.
+
+        Returns:
+            ``{field name: value}`` for every field, as written to a run's config.json.
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def field_names(cls) -> List[str]:
+        """The names of the config's fields.
+
+        Returns:
+            The field names, in the order they are declared.
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
@@ -153,7 +237,18 @@ class TrainConfig:
         """The config of a run being resumed: ``saved`` (its config.json) with the fields ``given`` again.
 
         A given field must equal the saved one (the preset included), except the fields of
-        ``RESUMABLE_CHANGES``; ValueError lists every field that differs.
+        ``RESUMABLE_CHANGES``.
+
+        Args:
+            saved: the run's saved config, ``{field: value}``.
+            given: the fields given again for the resumed run, ``{field: value}``.
+
+        Returns:
+            The config of ``saved`` with ``given`` over it.
+
+        Raises:
+            ValueError: listing every given field that differs from the saved one and may not change, or
+                naming unknown fields (see `from_dict`).
         """
         differ = {k: (saved.get(k), v) for k, v in given.items()
                   if saved.get(k) != v and k not in cls.RESUMABLE_CHANGES}
@@ -165,6 +260,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """A config from a dict of fields, as read from a config.json, a preset or a sweep file.
+
+        Values are normalised to one form (an integer for a float field becomes a float, a number for a string
+        field a string), and a ``compile`` written as ``"auto"``, ``"true"`` or ``"false"`` by older configs
+        becomes None, True or False. The fields are not validated (see `validate`).
+
+        Args:
+            values: ``{field name: value}``; fields left out take their defaults.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: naming the keys of ``values`` that are not fields.
+        """
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown config field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
@@ -216,7 +326,7 @@ def merge_preset(preset: Dict[str, Any], given: Dict[str, Any]) -> Dict[str, Any
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of ``cfg`` during ``epoch`` (0-based); see :meth:`TrainConfig.learning_rate`."""
+    """Learning rate of ``cfg`` during ``epoch`` (0-based); see `TrainConfig.learning_rate`."""
     return cfg.learning_rate(epoch)
 
 
@@ -225,7 +335,12 @@ def _preset_root():
 
 
 def list_presets() -> Dict[str, Dict[str, Any]]:
-    """Every preset: ``{name: {"config": {...}, "paper": {...}, "row": "..."}}``, sorted by name."""
+    """Every preset of the package, read from its JSON files.
+
+    Returns:
+        ``{name: {"config": {...}, "paper": {...}, "row": "..."}}``, sorted by name (``"<table>/<row>"``): the
+        config fields, the paper's reported errors, and the row of the paper's table the preset stands for.
+    """
     out = {}
     root = _preset_root()
     for table in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -235,7 +350,17 @@ def list_presets() -> Dict[str, Dict[str, Any]]:
 
 
 def load_preset(name: str) -> Dict[str, Any]:
-    """The preset's config fields (with ``preset`` set to its name); ValueError for an unknown name."""
+    """The config fields of one preset.
+
+    Args:
+        name: the preset's name, ``"<table>/<row>"`` (e.g. ``"short/quickstart"``; see `list_presets`).
+
+    Returns:
+        The preset's config fields, ``{field: value}``, with ``preset`` set to ``name``.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
     presets = list_presets()
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; run 'swapout presets' to list them "

@@ -1,6 +1,6 @@
 """Where a process runs: its device, its place in a torchrun process group, its signals.
 
-One code path serves single-process and data-parallel training (as in nanoGPT): :func:`process_group`
+One code path serves single-process and data-parallel training (as in nanoGPT): `process_group`
 joins the group when torchrun started several processes and is a no-op otherwise.
 """
 
@@ -66,7 +66,7 @@ class Process:
         return state
 
     def set_rng_state(self, state: Dict[str, Any]) -> None:
-        """Restore what :meth:`rng_state` returned."""
+        """Restore what `rng_state` returned."""
         torch.set_rng_state(state["torch"])
         if self.device.type == "cuda" and "cuda" in state:
             torch.cuda.set_rng_state(state["cuda"], self.device)

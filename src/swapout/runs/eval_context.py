@@ -27,7 +27,7 @@ class EvalContext:
         model: the network, on ``device``, with the checkpoint's weights.
         cfg: the run's config (its dataset gives the normalisation, its preset the figures' titles).
         device: where the model runs.
-        splits: ``{name: {"images", "labels", "note"}}``, the run's splits as :func:`eval_splits` gives them.
+        splits: ``{name: {"images", "labels", "note"}}``, the run's splits as `eval_splits` gives them.
         split: the name of the evaluated split.
         out_dir: where results are written, beside the checkpoint.
         file_name: the evaluated checkpoint's file name; results name it, and a checkpoint other than
@@ -83,7 +83,7 @@ class EvalContext:
 
     def logits_of(self, images, labels, samples: int, label: str, model: Optional[nn.Module] = None,
                   deterministic: bool = True) -> Dict[str, Tensor]:
-        """:func:`swapout.evaluation.errors.split_logits` of ``images`` with this run's normalisation, a
+        """`swapout.evaluation.errors.split_logits` of ``images`` with this run's normalisation, a
         progress bar named ``label``; ``model`` instead of the context's (a recalibrated copy, say)."""
         bar = Progress(len(labels), label, unit="img", enabled=self.progress)
         mean, std = self.normalisation

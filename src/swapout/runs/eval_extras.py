@@ -52,7 +52,7 @@ def run_adaptive(ctx: EvalContext, delta: float, fixed_error: float) -> Dict[str
 def run_uncertainty(ctx: EvalContext) -> Dict[str, Any]:
     """Calibration and OOD report of ``swapout eval --uncertainty``, written beside the checkpoint.
 
-    Files: ``uncertainty-<split>.json`` (see :func:`swapout.evaluation.uncertainty_report.uncertainty_report`),
+    Files: ``uncertainty-<split>.json`` (see `swapout.evaluation.uncertainty_report.uncertainty_report`),
     ``reliability-<split>.png`` and ``uncertainty-<split>-per-image.csv`` (label, prediction,
     predictive entropy and mutual information of every image). Temperatures are fitted on the run's
     held-out images when it has some and ``split`` is ``test``, else by 2-fold cross-fitting. OOD
@@ -144,7 +144,7 @@ def shift_grid(corruptions, severities):
 
 
 def run_shift(ctx: EvalContext, corruptions, severities) -> Dict[str, Any]:
-    """``swapout eval --shift``: :func:`swapout.evaluation.shift.evaluate_shift` on the evaluated split, written beside
+    """``swapout eval --shift``: `swapout.evaluation.shift.evaluate_shift` on the evaluated split, written beside
     the checkpoint as ``shift-<split>.json`` and ``shift-<split>.png``.
 
     Temperatures are fitted on the run's held-out images when it has some and ``split`` is ``test``,

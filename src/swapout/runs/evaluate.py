@@ -1,5 +1,5 @@
 """``swapout eval``: evaluate a run directory or a checkpoint file, both ways, with the Figure 2 curve,
-and optionally uncertainty, adaptive inference and BatchNorm recalibration (see :mod:`swapout.runs.eval_extras`)."""
+and optionally uncertainty, adaptive inference and BatchNorm recalibration (see `swapout.runs.eval_extras`)."""
 
 from __future__ import annotations
 
@@ -144,11 +144,11 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     with ``repeats`` > 0, ``figure2-<split>.json`` and ``figure2-<split>.png`` (error against the number of
     passes 1..samples, mean and standard error over ``repeats`` repetitions, the first of which is
     the stochastic evaluation itself) beside the checkpoint. Masks are drawn from ``seed``, so the same
-    call gives the same figures. Options: ``uncertainty`` (:func:`swapout.runs.eval_extras.run_uncertainty`);
+    call gives the same figures. Options: ``uncertainty`` (`swapout.runs.eval_extras.run_uncertainty`);
     ``adaptive`` inference with bound ``delta`` per image and at most ``samples`` passes
-    (:mod:`swapout.evaluation.adaptive`); ``recalibrate_bn`` > 0 training images for BatchNorm, written to
-    ``checkpoint.bn-recalibrated-<N>.pt`` (:mod:`swapout.evaluation.recalibrate`); ``shift``, every mode on corrupted
-    copies (``corruptions`` x ``severities``, :func:`swapout.runs.eval_extras.run_shift`). ``samples_given``:
+    (`swapout.evaluation.adaptive`); ``recalibrate_bn`` > 0 training images for BatchNorm, written to
+    ``checkpoint.bn-recalibrated-<N>.pt`` (`swapout.evaluation.recalibrate`); ``shift``, every mode on corrupted
+    copies (``corruptions`` x ``severities``, `swapout.runs.eval_extras.run_shift`). ``samples_given``:
     ``samples`` was asked for, which a model without random masks cannot honour under ``shift``.
 
     Blocks of ``eval-<split>.json`` that this call does not compute (``adaptive``, ``bn_recalibrated``) stay

@@ -53,7 +53,7 @@ def _write_checkpoint(state: Dict[str, Any], path: Path) -> None:
 
 
 def write_checkpoint(state: Dict[str, Any], path: os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically, with its checksum, in the format :func:`read_checkpoint` reads."""
+    """Write ``state`` to ``path`` atomically, with its checksum, in the format `read_checkpoint` reads."""
     _write_checkpoint(state, Path(path))
 
 
@@ -164,7 +164,7 @@ def write_pack(pack_dir, cfgs: Sequence[Any], run_dirs: Sequence[Any]) -> None:
 
 
 def read_pack(pack_dir) -> List[Dict[str, Any]]:
-    """The runs recorded by :func:`write_pack`: ``[{"path", "config"}]``; ValueError if there is no pack."""
+    """The runs recorded by `write_pack`: ``[{"path", "config"}]``; ValueError if there is no pack."""
     try:
         return json.loads((Path(pack_dir) / "pack.json").read_text())["runs"]
     except (OSError, ValueError, KeyError) as err:

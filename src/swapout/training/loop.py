@@ -1,8 +1,8 @@
-"""The training loop behind :func:`swapout.training.train.train` and :func:`swapout.training.train.train_pack`.
+"""The training loop behind `swapout.training.train.train` and `swapout.training.train.train_pack`.
 
 One loop trains G >= 1 runs: a solo run (G = 1, a plain network, data-parallel under torchrun if
 launched so) or a pack (G > 1, one packed network in one process). Everything that is a run's own
-lives in its :class:`Member` (config, run directory, data order, epoch figures, failure); what the
+lives in its `Member` (config, run directory, data order, epoch figures, failure); what the
 runs share (steps, learning rate, signals, checkpoints) is the pack's.
 """
 

@@ -1,4 +1,4 @@
-"""The joins of a packed network (:mod:`swapout.training.packing`): G runs' joins as one module, each run
+"""The joins of a packed network (`swapout.training.packing`): G runs' joins as one module, each run
 drawing its masks with its own keep probabilities and granularity."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["PackedJoin", "join_kind"]
 def join_kind(join: SwapoutJoin) -> Tuple[str, ...]:
     """What must be equal for two joins to share a pack: how masks combine (a pair of independent masks,
     or SkipForward's one coupled mask and the input it keeps). Keep probabilities and granularity may
-    differ: :class:`PackedJoin` draws each run's masks at its own."""
+    differ: `PackedJoin` draws each run's masks at its own."""
     return ("coupled", join.on) if isinstance(join, SkipForward) else ("pair",) if len(join.thetas) == 2 \
         else ("sum", str(len(join.thetas)))
 
@@ -25,12 +25,12 @@ class PackedJoin(SwapoutJoin):
     """The joins of G runs side by side: channel group g of X and F(X) belongs to run g.
 
     Args:
-        joins: run g's join for this block, for every g; they must share :func:`join_kind`.
+        joins: run g's join for this block, for every g; they must share `join_kind`.
 
     A pair join computes ``Theta1*X + Theta2*F(X)`` per run (swapout and its special cases: resnet,
     dropout, residual dropout, stochastic depth), a coupled one SkipForward's ``where(Theta, X, F(X))``.
     Masks are drawn out of place for all runs at once, so the runs' masks are independent. Each run's
-    masks have its own granularity (:attr:`granularities`): runs that share one take one draw for all; a
+    masks have its own granularity (`granularities`): runs that share one take one draw for all; a
     pack of several granularities, swapout per unit beside stochastic depth per batch say, takes one draw
     per granularity. ``granularity`` is the runs' common one, or ``"unit"`` when they differ.
     """

@@ -7,14 +7,14 @@ statistics apart, and each join draws each run's masks with that run's own keep 
 is the approach of HFTA (Wang et al., MLSys 2021) and Packed-Ensembles (Laurent et al., ICLR 2023).
 
 Layout: a packed network takes the G runs' batches stacked along channels, ``(N, G*3, H, W)``, and
-returns their logits side by side, ``(N, G*K)``; :func:`split_logits` gives ``(N, G, K)``. The
+returns their logits side by side, ``(N, G*K)``; `split_logits` gives ``(N, G, K)``. The
 packed network has the plain network's module tree and state-dict keys, and each tensor is the
 runs' tensors concatenated along dimension 0, so group g unpacks to run g's plain state dict
-(:func:`unpack_state`) and back (:func:`pack_state`).
+(`unpack_state`) and back (`pack_state`).
 
 What packs: convolutions, BatchNorm, linear layers and the swapout joins; modules without weights
 (activations, pooling, flatten) are shared as they are. A network whose forward mixes channels in
-some other way (He et al.'s option-A shortcut pads channels at the end) cannot be packed: :func:`pack`
+some other way (He et al.'s option-A shortcut pads channels at the end) cannot be packed: `pack`
 runs the packed network beside the plain ones once and refuses it with a ``ValueError``.
 """
 

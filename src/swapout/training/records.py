@@ -1,6 +1,6 @@
 """What each run of a training writes: its config, metrics, checkpoints and results.
 
-:class:`TrainingRecords` is the part of :class:`swapout.training.loop.Training` that turns the state of
+`TrainingRecords` is the part of `swapout.training.loop.Training` that turns the state of
 the loop into files: ``config.json`` and ``metrics.jsonl`` of every run, a checkpoint per run (plain,
 so that ``swapout eval`` and a solo resume read it) and one for a pack as a whole, and ``results.json``
 after the final evaluation in both inference modes.
@@ -51,7 +51,7 @@ class Member:
 
 
 class TrainingRecords:
-    """The files of the runs being trained; the loop (:class:`swapout.training.loop.Training`) sets
+    """The files of the runs being trained; the loop (`swapout.training.loop.Training`) sets
     ``members``, ``pack_run``, ``runs``, ``proc``, ``state``, ``model``, ``optimizer``, ``step``,
     ``loaders``, ``splits``, ``precision``, ``compiled``, ``n_train``, ``progress`` and ``log``."""
 

@@ -1,5 +1,5 @@
 """How fast a training step runs: the memory layout, the precision and compilation resolved for a device, the
-CUDA backends' settings, and what a compiled step reports of its compilation (:mod:`swapout.training.step`)."""
+CUDA backends' settings, and what a compiled step reports of its compilation (`swapout.training.step`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def resolve_speed(precision: str, compile: Optional[bool], device: torch.device)
 
     Automatic is the fast path on CUDA (bf16, compiled) and the plain one on the CPU (fp32, eager),
     where compilation takes longer than a short run saves and bf16 convolutions are slower. The values
-    come from a checked config; :class:`TrainStep` checks the precision it is given.
+    come from a checked config; `TrainStep` checks the precision it is given.
     """
     cuda = device.type == "cuda"
     precision = ("bf16" if cuda else "fp32") if precision == "auto" else precision
@@ -36,7 +36,7 @@ def resolve_speed(precision: str, compile: Optional[bool], device: torch.device)
 def set_cuda_backends(precision: str) -> None:
     """The CUDA settings of a training step in ``precision``: cuDNN's autotuner on, and no TF32 for ``"fp32"``.
 
-    These are process-wide settings of torch (``torch.backends``); :class:`TrainStep` applies them on CUDA.
+    These are process-wide settings of torch (``torch.backends``); `TrainStep` applies them on CUDA.
 
     - ``cudnn.benchmark``: every training batch has the same shape, so timing cuDNN's convolution
       algorithms once per shape and keeping the fastest pays. (Not yet measured against the default.)
@@ -57,7 +57,7 @@ class NotCompiled(RuntimeError):
 
 @dataclass
 class Compilation:
-    """What Dynamo did during a compiled :class:`TrainStep`'s calls so far."""
+    """What Dynamo did during a compiled `TrainStep`'s calls so far."""
 
     forward_graphs: int = 0    # graphs compiled for the forward and backward passes
     update_graphs: int = 0     # graphs compiled for the optimizer update

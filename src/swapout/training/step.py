@@ -6,10 +6,10 @@ backward passes with ``torch.compile`` (CUDA graphs on a GPU: ``mode="reduce-ove
 optimizer update as a second compiled function, (b) runs the convolutions in bf16 under autocast with
 channels-last tensors, and (c) never reads from the device inside the step. The running figures of an
 epoch (loss sum, correct predictions, images) and the index of the first step whose loss was not
-finite stay on the device; :meth:`TrainStep.read` fetches them in one transfer, which the training
+finite stay on the device; `TrainStep.read` fetches them in one transfer, which the training
 loop does every few steps and before every checkpoint.
 
-The same step trains G packed runs (:mod:`swapout.training.packing`): the network's logits are ``(N, G*K)``,
+The same step trains G packed runs (`swapout.training.packing`): the network's logits are ``(N, G*K)``,
 the labels ``(N, G)``, the loss is the sum of the runs' losses (so each run's gradients are its own),
 and the figures and the non-finite check are kept per run.
 """
@@ -67,7 +67,7 @@ def _dynamo_counts() -> Tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class StepFigures:
-    """What :meth:`TrainStep.read` returns: this epoch's sums, and the first non-finite step if any."""
+    """What `TrainStep.read` returns: this epoch's sums, and the first non-finite step if any."""
 
     loss_sum: float        # sum over images of the cross-entropy loss
     right: int             # images classified correctly (in training mode, with masks sampled)
@@ -93,12 +93,12 @@ class TrainStep:
         device: where the batches and the network are.
         precision: ``"fp32"``, or ``"bf16"`` for bf16 autocast of the forward pass (the loss, the
             weights and the optimizer state stay fp32). On CUDA, ``"fp32"`` is IEEE float32: TF32 is
-            turned off (:func:`set_cuda_backends`, which also turns cuDNN's autotuner on).
+            turned off (`set_cuda_backends`, which also turns cuDNN's autotuner on).
         compile: compile the forward and backward passes and the optimizer update, each with a Dynamo
-            cache of its own; :meth:`check_compiled` tells whether the calls so far ran compiled code.
+            cache of its own; `check_compiled` tells whether the calls so far ran compiled code.
         sums: each run's (loss sum, right, images) of the epoch so far, when resuming mid-epoch.
         runs: G, the number of packed runs in ``net`` (1: a plain network, labels ``(N,)``).
-        channels_last: give ``net`` its 4-D input channels-last, the layout :func:`prepare_model` gives it.
+        channels_last: give ``net`` its 4-D input channels-last, the layout `prepare_model` gives it.
     """
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -178,7 +178,7 @@ class TrainStep:
         c.cudagraph_skips += after[2] - before[2]
 
     def check_compiled(self) -> Compilation:
-        """Raise :class:`NotCompiled` unless the calls so far compiled the forward pass and the update, hit no
+        """Raise `NotCompiled` unless the calls so far compiled the forward pass and the update, hit no
         recompile limit (nor, with CUDA graphs, ran a graph outside them); else return what was compiled.
 
         Benchmarks of the fast path call it after their warm-up, and after timing with the warm-up's

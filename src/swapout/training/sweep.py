@@ -96,9 +96,9 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
     """Run (or continue) the sweep in ``sweep_dir``; returns the exit status: 0, or 1 if a run failed.
 
     Args:
-        definition: from :func:`make_definition`; None continues the one recorded in the directory.
+        definition: from `make_definition`; None continues the one recorded in the directory.
         per_gpu: children at once on each GPU (on the CPU, in all, each with cores // per_gpu threads).
-        gpus, device: where the children run (see :func:`slots`); data_dir: passed to every child.
+        gpus, device: where the children run (see `slots`); data_dir: passed to every child.
         budget_minutes: wall-clock minutes after which every child is stopped (it checkpoints) and no
             new one starts; SIGINT and SIGTERM to the sweep do the same, a second SIGINT kills them.
         stop_grace_s: seconds a stopped child may take (a step, a checkpoint, an evaluation under way)

@@ -1,7 +1,7 @@
-"""Which runs of a sweep train together as one packed network (:mod:`swapout.training.packing`).
+"""Which runs of a sweep train together as one packed network (`swapout.training.packing`).
 
 ``swapout sweep --pack G`` packs runs that may share a network: the same data, architecture, batch
-size, epochs and learning-rate schedule (every config field but :data:`TrainConfig.PACK_MAY_DIFFER`)
+size, epochs and learning-rate schedule (every config field but `TrainConfig.PACK_MAY_DIFFER`)
 and joins whose masks combine X and F(X) the same way (a pair of independent masks for resnet, swapout,
 dropout, residual dropout and stochastic depth; SkipForward's one coupled mask, on the same input). Keep
 probabilities and granularities may differ: each run's masks are drawn at its own. Runs are taken in the
@@ -33,7 +33,7 @@ __all__ = ["Pack", "run_config", "form_packs", "check_packable"]
 
 @dataclass
 class Pack:
-    """Runs of a sweep (:class:`swapout.training.sweep_plan.Run`) trained together in the pack directory ``path``."""
+    """Runs of a sweep (`swapout.training.sweep_plan.Run`) trained together in the pack directory ``path``."""
 
     runs: List[Any]
     path: Path
@@ -91,15 +91,15 @@ def check_packable(cfgs: Sequence[TrainConfig], name: str) -> None:
 
 
 def form_packs(runs: Sequence[Any], size: int, named: Dict[str, str], sweep_dir: Path) -> List[Union[Any, Pack]]:
-    """The sweep's units of work, in its order: a run alone, or a :class:`Pack` of runs.
+    """The sweep's units of work, in its order: a run alone, or a `Pack` of runs.
 
     Args:
-        runs: the sweep's runs (:class:`swapout.training.sweep_plan.Run`), in order.
+        runs: the sweep's runs (`swapout.training.sweep_plan.Run`), in order.
         size: G, the most runs per automatic pack; 1 packs nothing automatically.
         named: run label to pack name, for the runs whose sweep-file entry names a pack.
         sweep_dir: the sweep's directory; packs live in ``sweep_dir/packs/NAME``.
 
-    ValueError if a pack cannot be formed (see :func:`check_packable`).
+    ValueError if a pack cannot be formed (see `check_packable`).
     """
     groups: Dict[Tuple[str, str], List[Any]] = {}
     for run in runs:

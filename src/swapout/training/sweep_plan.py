@@ -2,7 +2,7 @@
 
 The definition is recorded in ``SWEEP_DIR/sweep.json`` as ``{"runs": [{"name", "preset", "seeds",
 "overrides"}]}``; ``SWEEP_DIR/NAME/seed-S/`` is one run directory per entry and seed. Running a sweep
-is :mod:`swapout.training.sweep`.
+is `swapout.training.sweep`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
         entries: ``{"preset": P, "seeds": [0, 1], "overrides": {field: value}, "name": DIR}`` each; only
             ``preset`` is required (seeds default to [0], the name to the preset with "/" as "-"). An
             entry may also name a pack, ``"pack": "NAME"``, to train its runs as one
-            (:mod:`swapout.training.sweep_packs`).
+            (`swapout.training.sweep_packs`).
         overrides: config fields applied to every entry, over the entry's own.
         pack: G >= 1, the most runs per automatic pack (``--pack``); None or 1: none.
     Returns ``{"runs": [...]}`` (and ``"pack": G`` if given) with every key filled in: the form recorded in
@@ -115,7 +115,7 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
 
 
 def read_sweep_file(path: os.PathLike, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The definition in a sweep file ``{"runs": [...]}`` (see :func:`make_definition`)."""
+    """The definition in a sweep file ``{"runs": [...]}`` (see `make_definition`)."""
     try:
         data = json.loads(Path(path).read_text())
         if not isinstance(data, dict):
@@ -180,13 +180,13 @@ def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = No
 
 
 def plan(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Run]:
-    """Every run of the sweep, in order (entries, then seeds); each knows its :attr:`Run.state`."""
+    """Every run of the sweep, in order (entries, then seeds); each knows its `Run.state`."""
     return [Run(r["name"], r["preset"], seed, r["overrides"], Path(sweep_dir) / r["name"] / f"seed-{seed}")
             for r in definition["runs"] for seed in r["seeds"]]
 
 
 def units(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Union[Run, Pack]]:
-    """The sweep's units of work, in order: runs alone, and packs of runs (see :mod:`swapout.training.sweep_packs`)."""
+    """The sweep's units of work, in order: runs alone, and packs of runs (see `swapout.training.sweep_packs`)."""
     runs = plan(definition, sweep_dir)
     named = {f"{r['name']}/seed-{seed}": r["pack"] for r in definition["runs"] if "pack" in r for seed in r["seeds"]}
     return form_packs(runs, definition.get("pack") or 1, named, Path(sweep_dir))

@@ -6,9 +6,9 @@ modes on every evaluated split, and writes ``results.json``. ``train(config, run
 continues where the run stopped: model, optimiser, learning rate, random generator states and the
 position in the epoch's data order are all restored, so on the CPU a resumed run equals an
 uninterrupted one bit for bit (on a GPU, to the rounding of kernels that sum in varying order).
-The same code runs one process or many under torchrun (:mod:`swapout.runs.distributed`).
+The same code runs one process or many under torchrun (`swapout.runs.distributed`).
 
-``train_pack(pack_dir)`` trains G runs at once as one packed network (:mod:`swapout.training.packing`) by the
+``train_pack(pack_dir)`` trains G runs at once as one packed network (`swapout.training.packing`) by the
 same loop: a solo run is a pack of one. Each run keeps what a solo run has: its seed's weights and
 data order, its own masks, its run directory with a plain checkpoint, metrics and results. The pack
 checkpoints and resumes as a whole (``PACK_DIR/checkpoint.pt``), and a run whose loss stops being
@@ -17,6 +17,7 @@ finite stops alone while the others go on.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -40,16 +41,32 @@ def _stderr(s: str) -> None:
     print(s, file=sys.stderr)
 
 
-def train(cfg: TrainConfig, run_dir, resume: bool = False, progress: bool = True, log: _Log = _stderr,
+def train(cfg: TrainConfig, run_dir: os.PathLike, resume: bool = False, progress: bool = True, log: _Log = _stderr,
           hooks: Sequence[Hook] = (), test: bool = True) -> Dict[str, Any]:
     """Train (or resume) a run in ``run_dir`` and evaluate it; returns the contents of results.json.
 
-    Raises ValueError for a bad config, unusable data or an unwritable directory (before writing
-    anything), and :class:`TrainingStopped` if the loss stops being finite. Returns early, with a
-    checkpoint written and ``results["stopped"]`` naming the signal, when SIGINT or SIGTERM arrives.
-    ``hooks``: :class:`swapout.training.hooks.Hook` instances, called at the loop's named points; one may
-    end the run early with ``training.request_stop(why)`` (results then hold ``"stopped": why``).
-    ``test``: False leaves the test split unread, not even loaded (a search reports on held-out images only).
+    Returns early, with a checkpoint written and ``results["stopped"]`` naming the signal, when SIGINT or
+    SIGTERM arrives.
+
+    Args:
+        cfg: the run's configuration.
+        run_dir: the run's directory, where its config, metrics, checkpoints and results.json are written.
+        resume: continue the run from the checkpoint in ``run_dir`` (model, optimiser, learning rate, random
+            generator states and position in the epoch's data order are restored).
+        progress: show progress bars.
+        log: called with each line of the training log (default: written to stderr).
+        hooks: `swapout.training.hooks.Hook` instances, called at the loop's named points; one may
+            end the run early with ``training.request_stop(why)`` (results then hold ``"stopped": why``).
+        test: False leaves the test split unread, not even loaded (a search reports on held-out images only).
+
+    Returns:
+        The contents of results.json: the run's ``"preset"``, ``"parameters"``, ``"device"``, ``"train_time_s"``,
+        ``"epochs"``, ``"epochs_completed"``, ``"steps"`` and, under ``"splits"``, the figures of both inference
+        modes on every evaluated split; or, when stopped early, ``{"stopped": why, "epoch", "step"}``.
+
+    Raises:
+        ValueError: for a bad config, unusable data or an unwritable directory (before writing anything).
+        TrainingStopped: if the loss stops being finite.
     """
     return _run([cfg], [run_dir], None, resume, progress, log, hooks, test)[0]
 
@@ -60,7 +77,7 @@ def train_pack(pack_dir, resume: Optional[bool] = None, progress: bool = True, l
 
     Args:
         resume: continue from the pack's checkpoint; None: if it has one.
-        changes: config fields to set in every run, among :data:`TrainConfig.RESUMABLE_CHANGES` (the
+        changes: config fields to set in every run, among `TrainConfig.RESUMABLE_CHANGES` (the
             device and data folder of this machine, say).
 
     A run stopped by a non-finite loss returns ``{"failed": message}``; TrainingStopped only when every

@@ -1,11 +1,11 @@
 """``swapout tune``: a search over a preset's keep probabilities, on Optuna.
 
-Each trial trains the preset with the joins its sampler draws from the space (:mod:`swapout.tuning.space`), in
+Each trial trains the preset with the joins its sampler draws from the space (`swapout.tuning.space`), in
 ``STUDY_DIR/trial-NNNN/``, an ordinary run directory. The trial reports its held-out error (deterministic,
 cheap) at every epoch end, so that the pruner can stop a run that is worse than the others were at that
 epoch; its value is the held-out error that ``--objective`` names, from the final evaluation. The test split
 is never read during the search: trials do not load it. When the study has nothing left to run, the best
-trial is evaluated on the test split, once, and the summary is written (:mod:`swapout.tuning.summary`).
+trial is evaluated on the test split, once, and the summary is written (`swapout.tuning.summary`).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def check_space(space: Any) -> Dict[str, Any]:
 
 
 def read_space(path: Optional[str]) -> Dict[str, Any]:
-    """The space in the JSON file ``path`` (None: :data:`DEFAULT_SPACE`), checked; ValueError names the file."""
+    """The space in the JSON file ``path`` (None: `DEFAULT_SPACE`), checked; ValueError names the file."""
     if path is None:
         return check_space(DEFAULT_SPACE)
     try:

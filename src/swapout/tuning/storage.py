@@ -3,7 +3,7 @@
 A SQLite file in the study's folder serves one machine; ``postgresql://`` (or ``mysql://``) serves many. The
 storage has heartbeats: a worker records one for each trial it runs every ``heartbeat`` seconds, and any
 worker fails a trial whose heartbeat is older than ``grace`` seconds and puts a copy of it back in the queue
-(Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`), with its parameters, its user
+(Optuna's `RetryHeartbeatStaleTrialCallback`), with its parameters, its user
 attributes (the run directory among them) and its reports, so that another worker resumes it.
 
 A study records what it is (``kind``, preset, config, space, objective) as its user attribute ``swapout``;

@@ -1,6 +1,6 @@
 """One trial of a study, trained in the worker's process: heartbeats, reports, pruning, and what it leaves.
 
-The worker (:mod:`swapout.tuning.worker`) claims a trial and hands it here with its :class:`Job`: the config to
+The worker (`swapout.tuning.worker`) claims a trial and hands it here with its `Job`: the config to
 train and the run directory. The run is an ordinary run directory (``swapout eval`` and ``swapout report`` read
 it); a retried trial finds its predecessor's checkpoint there and resumes it exactly. Beside the run's files,
 ``trial.json`` says which trial trained it and how it ended, and ``train.log`` holds the training's lines.
@@ -73,7 +73,7 @@ class EngineClock:
 
 class Heartbeat:
     """Records a heartbeat for ``trial_id`` every ``interval`` seconds, in a thread, from the moment it starts,
-    so that no other worker takes the trial for dead. A failed write sets :attr:`lost` and ends the thread."""
+    so that no other worker takes the trial for dead. A failed write sets `lost` and ends the thread."""
 
     def __init__(self, storage, trial_id: int, interval: float):
         self.storage, self.trial_id, self.interval = storage, trial_id, interval

@@ -1,9 +1,9 @@
 """A worker of a study: claims a trial, trains it in this process, tells the study how it ended, and repeats.
 
 Any number of workers, on any number of machines, share one study through its database
-(:mod:`swapout.tuning.storage`). What a worker does with a trial comes from its :class:`Plan`: a search
-(:mod:`swapout.tuning.search`) draws new trials from a sampler until it has enough; a campaign
-(:mod:`swapout.tuning.campaign`) only takes the runs queued when the study was made.
+(`swapout.tuning.storage`). What a worker does with a trial comes from its `Plan`: a search
+(`swapout.tuning.search`) draws new trials from a sampler until it has enough; a campaign
+(`swapout.tuning.campaign`) only takes the runs queued when the study was made.
 
 Faults:
 
@@ -12,7 +12,7 @@ Faults:
   directory can be reached (a shared ``--out``), else starts it over and says so;
 - SIGTERM or SIGINT (preemption): the run checkpoints, the trial goes back to the queue as it was (neither
   failed nor retried), and the worker exits 0 saying how to rejoin;
-- the database goes away: the run checkpoints and the worker stops with one line (:class:`StorageError`);
+- the database goes away: the run checkpoints and the worker stops with one line (`StorageError`);
   rejoining continues the study, and the trial is retried from that checkpoint once its heartbeat is stale.
 """
 
@@ -35,8 +35,8 @@ __all__ = ["Plan", "Worker"]
 
 
 class Plan:
-    """What the workers of one study do; :class:`swapout.tuning.search.Search` and
-    :class:`swapout.tuning.campaign.Campaign` fill it in."""
+    """What the workers of one study do; `swapout.tuning.search.Search` and
+    `swapout.tuning.campaign.Campaign` fill it in."""
 
     wanted: Optional[int] = None   # trials to draw from the sampler in all (None: only queued ones are run)
     rejoin: str = ""               # the command that joins the study again
