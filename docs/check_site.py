@@ -21,10 +21,7 @@ from test_api_reference import entries  # noqa: E402  (the pages' entries, read 
 
 def _object(name: str):
     module, _, attr = name.rpartition(".")
-    try:
-        return importlib.import_module(name) if not module else getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return importlib.import_module(name)
+    return getattr(importlib.import_module(module), attr)
 
 
 def _parameters(obj) -> list:

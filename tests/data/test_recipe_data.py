@@ -10,8 +10,7 @@ import torch
 from swapout.data import files as data
 from swapout.data.pipeline import TrainLoader
 
-HAVE_DATA = (data.default_data_dir() / "cifar10-train.npz").exists()
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 
 # -- per-channel normalisation constants ---------------------------------------------------------------

@@ -82,8 +82,9 @@ def _sections(obj):
 def _raises(obj) -> bool:
     """Whether the function's own body raises (not counting nested functions)."""
     tree = ast.parse(textwrap.dedent(obj.source))
-    body = tree.body[0]
-    stack = list(body.body)
+    if not tree.body:  # no source of its own: a dataclass's generated __init__
+        return False
+    stack = list(tree.body[0].body)
     while stack:
         node = stack.pop()
         if isinstance(node, ast.Raise):
@@ -93,20 +94,19 @@ def _raises(obj) -> bool:
     return False
 
 
-def _function_gaps(obj, label, parameters=None):
-    gaps = []
-    sections = _sections(obj)
+def _missing_arguments(parameters, sections, label, where):
+    documented = {p.name.lstrip("*") for p in sections["parameters"].value} if "parameters" in sections else set()
+    return [f"{label}: argument {p.name!r} not in {where}" for p in parameters
+            if p.name not in ("self", "cls") and p.name.lstrip("*") not in documented]
+
+
+def _function_gaps(obj, label):
     if not obj.docstring:
         return [f"{label}: no docstring"]
-    documented = {p.name.lstrip("*") for p in sections["parameters"].value} if "parameters" in sections else set()
-    params = parameters if parameters is not None else obj.parameters
-    for p in params:
-        if p.name in ("self", "cls"):
-            continue
-        if p.name.lstrip("*") not in documented:
-            gaps.append(f"{label}: argument {p.name!r} not in Args")
+    sections = _sections(obj)
+    gaps = _missing_arguments(obj.parameters, sections, label, "Args")
     returns = str(obj.returns) if obj.returns is not None else None
-    if obj.name != "__init__" and returns not in (None, "None") and not {"returns", "yields"} & set(sections):
+    if returns not in (None, "None") and not {"returns", "yields"} & set(sections):
         gaps.append(f"{label}: returns {returns} but has no Returns section")
     if _raises(obj) and "raises" not in sections:
         gaps.append(f"{label}: raises but has no Raises section")
@@ -117,28 +117,22 @@ def _gaps(name, package):
     obj = _target(name, package)
     if obj.is_function:
         return _function_gaps(obj, name)
+    if not obj.docstring:
+        return [f"{name}: no docstring"]
+    gaps = []
     if obj.is_class:
-        gaps = [] if obj.docstring else [f"{name}: no docstring"]
-        init = obj.members.get("__init__")
-        if init is not None and not init.is_alias and obj.docstring:
-            # the class's docstring documents its constructor (the site merges the two)
-            gaps += [g for g in _function_gaps(init, name, init.parameters) if "Raises" in g]
-            gaps += [g for g in _arguments_only(obj, init, name)]
+        # the class's docstring documents its constructor (the site merges the two)
+        init, sections = obj.members.get("__init__"), _sections(obj)
+        if init is not None and not init.is_alias:
+            gaps += _missing_arguments(init.parameters, sections, name, "the class's Args")
+            post_init = obj.members.get("__post_init__")
+            raises = _raises(init) or (post_init is not None and not post_init.is_alias and _raises(post_init))
+            if raises and "raises" not in sections:
+                gaps.append(f"{name}: its constructor raises but the class has no Raises section")
         for member_name, member in obj.members.items():
-            if member_name.startswith("_") or member.is_alias or not member.is_function:
-                continue
-            gaps += _function_gaps(member, f"{name}.{member_name}")
-        return gaps
-    return [] if obj.docstring else [f"{name}: no docstring"]
-
-
-def _arguments_only(cls, init, label):
-    documented = set()
-    sections = _sections(cls)
-    if "parameters" in sections:
-        documented = {p.name.lstrip("*") for p in sections["parameters"].value}
-    return [f"{label}: argument {p.name!r} not in the class's Args" for p in init.parameters
-            if p.name not in ("self", "cls") and p.name.lstrip("*") not in documented]
+            if not member_name.startswith("_") and not member.is_alias and member.is_function:
+                gaps += _function_gaps(member, f"{name}.{member_name}")
+    return gaps
 
 
 def test_every_entry_documents_its_arguments_returns_and_errors(package):

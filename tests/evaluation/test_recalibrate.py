@@ -10,15 +10,13 @@ import torch
 
 import swapout
 from swapout.cli.main import main
-from swapout.data import files as data
 from swapout.data.pipeline import eval_batches
 from swapout.evaluation.recalibrate import batchnorms_after_random_joins, recalibrate_bn
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir, read_checkpoint
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

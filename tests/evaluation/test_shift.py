@@ -19,8 +19,7 @@ from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 P0 = 0.9  # the constant model's probability of class 0
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swapout.data import files as data
 from swapout.data.files import MEAN, STD, load_split
 from swapout.data.pipeline import TrainLoader
 from swapout.layers import SkipForward, SwapoutJoin
@@ -21,8 +20,7 @@ from swapout.runs.experiment import build_model
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.step import prepare_model
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 CFG = dict(depth=8, method="resnet", val_split=49000, batch_size=32, epochs=2, eval_samples=0, eval_limit=100,
            seed=3, device="cpu", max_steps=6)

@@ -17,15 +17,13 @@ from torch import nn
 import swapout.runs.eval_context as eval_context
 import swapout.runs.evaluate as evaluate_run
 from swapout.cli.main import main
-from swapout.data import files as data
 from swapout.evaluation.errors import sample_curve
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
 from swapout.runs.rundir import RunDir
 from swapout.training.train import write_pack
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 # probability of class 0 for (repetition, pass, image); labels 0, 1, 0; no running mean is exactly 1/2
 P0 = [[[0.9, 0.6, 0.4], [0.2, 0.3, 0.7], [0.6, 0.1, 0.8]],

@@ -13,13 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import CheckpointError, RunDir, read_checkpoint
 from swapout.training.train import TrainingStopped, train
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 # 500 training images (the rest held out) in batches of 16: 31 steps per epoch, which the steps named below
 # count on, at half the cost of batches of 32. Three epochs: an interruption in the second is followed by an

@@ -3,14 +3,12 @@
 import pytest
 import torch
 
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.hooks import Hook
 from swapout.training.train import train
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 # 1,000 training images in batches of 100: 10 steps per epoch, 2 epochs, a checkpoint every 4 steps
 TINY = dict(depth=8, val_split=49000, batch_size=100, epochs=2, checkpoint_every=4, eval_samples=2, eval_limit=50,

@@ -11,15 +11,13 @@ import torch.nn.functional as F
 
 import swapout
 from swapout.cli.main import main
-from swapout.data import files as data
 from swapout.layers import StochasticDepth, Swapout
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.packing import PackedJoin, pack, pack_state, split_logits, unpack_state
 from swapout.training.train import train, train_pack, write_pack
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 # 1,000 training images (the rest held out), batches of 32: 31 steps per epoch
 TINY = dict(depth=8, val_split=49000, batch_size=32, epochs=2, eval_samples=2, eval_limit=100, device="cpu")

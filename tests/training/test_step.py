@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from swapout import create_model
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import RunDir, read_checkpoint
 from swapout.training import step as step_module
 from swapout.training.step import NotCompiled, TrainStep, resolve_speed
 from swapout.training.train import train
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 
 def _step(precision="fp32"):

@@ -12,15 +12,13 @@ import pytest
 
 from swapout.cli.checks import train_config
 from swapout.cli.main import build_parser, main
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig, load_preset
 from swapout.runs.report import seed_table
 from swapout.runs.rundir import read_checkpoint
 from swapout.training import sweep, sweep_plan
 from swapout.training.sweep_packs import run_config
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 RESNET, SWAPOUT = "short/cpu-20-w1-resnet", "short/cpu-20-w1-swapout"
 # 1,000 training images, batch 32, at most 12 steps, 50 images evaluated per split: a run's time is mostly its

@@ -6,13 +6,11 @@ import json
 import pytest
 
 from swapout.cli.main import main
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import RunDir, read_checkpoint
 from swapout.training.train import train
 
-HAVE_DATA = (data.default_data_dir() / "cifar10-train.npz").exists()
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 
 # A small, fast run: 1,000 training images (the rest held out), 31 steps of 32 per epoch.
 TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "4", "--checkpoint-every", "4",

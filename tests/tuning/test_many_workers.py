@@ -14,14 +14,12 @@ import optuna
 import pytest
 import torch
 
-from swapout.data import files as data
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.train import train
 from swapout.tuning.storage import storage_url
 
-pytestmark = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+pytestmark = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 PRESET, RESNET = "short/cpu-20-w1-swapout", "short/cpu-20-w1-resnet"
 TINY = ["--depth", "8", "--val-split", "49500", "--batch-size", "32", "--eval-samples", "2", "--eval-limit", "50"]
 FAST_FAULTS = ["--heartbeat", "1", "--grace", "3"]

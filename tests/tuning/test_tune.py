@@ -21,8 +21,7 @@ from swapout.runs.rundir import read_checkpoint
 from swapout.tuning.storage import storage_url
 from swapout.tuning.worker import Worker
 
-needs_data = pytest.mark.skipif(not (data.default_data_dir() / "cifar10-train.npz").exists(),
-                                reason="CIFAR-10 (../shared/data) is not available here")
+needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
 PRESET = "short/cpu-20-w1-swapout"
 # A trial in seconds: depth 8, 500 training images (the rest held out, 50 of them evaluated), batches of 32.
 TINY = ["--depth", "8", "--val-split", "49500", "--batch-size", "32", "--eval-samples", "2", "--eval-limit", "50"]

@@ -19,13 +19,12 @@ Faults:
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import time
 import warnings
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from ..runs.distributed import stop_signals
 from ..training.records import TrainingStopped
 from .space import describe
 from .storage import StorageError, import_optuna, storage_errors
@@ -57,20 +56,6 @@ class Plan:
         """Once no trial is left to run or running: the study's summary."""
 
 
-@contextmanager
-def _signals() -> Iterator[List[str]]:
-    """SIGTERM and SIGINT between trials: recorded, so that the worker stops before claiming another. During a
-    trial the training's own handlers take over (a checkpoint, then the trial goes back to the queue)."""
-    received: List[str] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 class Worker:
     """One worker: ``run()`` until the study has nothing left for it; returns the exit status."""
 
@@ -87,10 +72,12 @@ class Worker:
     def run(self) -> int:
         """Claim and train trials until none is left; 0, or raises StorageError when the database goes away."""
         try:
-            with _signals() as received:
+            # SIGTERM and SIGINT between trials are recorded, so that the worker stops before claiming another;
+            # during a trial the training's own handlers take over (a checkpoint, then the trial goes back)
+            with stop_signals() as received:
                 while not self.plan.ready(self.study):
                     time.sleep(self.interval)
-                while not received:
+                while not received["name"]:
                     trial = self._claim()
                     if trial is None:
                         if self._others_running():
@@ -99,8 +86,8 @@ class Worker:
                         break
                     if not self._one(trial):
                         return 0
-                if received:
-                    self.say(f"{received[0]}: no trial is running here; stopped. Rejoin with: {self.plan.rejoin}")
+                if received["name"]:
+                    self.say(f"{received['name']}: no trial is running here; stopped. Rejoin with: {self.plan.rejoin}")
                     return 0
             self.plan.finish(self.study, self.say)
             return 0
