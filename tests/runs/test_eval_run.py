@@ -20,7 +20,7 @@ from swapout.cli.main import main
 from swapout.evaluation.errors import sample_curve
 from swapout.runs.config import TrainConfig
 from swapout.runs.experiment import build_model
-from swapout.runs.rundir import RunDir
+from swapout.runs.rundir import RunDir, read_checkpoint
 from swapout.training.train import write_pack
 
 needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
@@ -103,6 +103,25 @@ def test_damaged_checkpoint_names_the_weights_evaluated(tmp_path, capsys):
     assert err.strip().endswith("; evaluating checkpoint.prev.pt (epoch 3, step 12)")
     result = json.loads((run.path / "eval-test.json").read_text())
     assert result["checkpoint"] == "checkpoint.prev.pt" and "damaged" in result["checkpoint_note"]
+
+
+@needs_data
+def test_a_run_that_kept_its_final_weights_alone_evaluates_as_before(tmp_path, capsys):
+    run = _run(tmp_path)
+    args = ["eval", str(run.path), "--samples", "2", "--repeats", "0", "--limit", "20", "--quiet"]
+    assert main(args) == 0
+    before = json.loads((run.path / "eval-test.json").read_text())
+    latest = run.load_checkpoint()
+    assert run.keep_weights_only() and not run.keep_weights_only()  # a second call has nothing to do
+    assert sorted(p.name for p in run.path.glob("*.pt")) == ["weights.pt"]
+    kept = read_checkpoint(run.weights_path)
+    assert set(kept) == {"model", "config", "state"} and kept["state"] == {"epoch": 3, "step": 12}
+    assert all(torch.equal(kept["model"][k], v) for k, v in latest["model"].items())
+    capsys.readouterr()
+    assert main(args) == 0
+    after = json.loads((run.path / "eval-test.json").read_text())
+    assert after.pop("checkpoint") == "weights.pt" and before.pop("checkpoint") == "checkpoint.pt"
+    assert after == before  # the same weights and seed: the same figures
 
 
 @needs_data

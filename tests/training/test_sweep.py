@@ -43,6 +43,8 @@ def _run_main(args, capsys):
     ([{"preset": RESNET, "overrides": {"epochs": None}}], r"epochs cannot be overridden with null \(only theta1, "),
     ([{"preset": RESNET, "overrides": {"depth": 21}}], r"run 1 \(short/cpu-20-w1-resnet\): .*6n\+2"),
     ([{"preset": RESNET}, {"preset": RESNET, "overrides": {"epochs": 3}}], "run 2: another run already uses"),
+    ([{"preset": RESNET, "seeds": [0, 1]}, {"preset": RESNET, "seeds": [1, 2]}], "already has seed.s. 1; an entry"),
+    ([{"preset": RESNET, "name": "r"}, {"preset": SWAPOUT, "name": "r", "seeds": [1]}], "for a different experiment"),
     ([{"preset": RESNET, "name": "../up"}], "name must be"),
     ([], "at least one run"),
 ])
@@ -76,6 +78,16 @@ def test_plan_knows_done_resumable_and_new_runs_and_their_commands(tmp_path):
     expected = run_config(runs[4].preset, runs[4].overrides, 5)
     expected.device = "cpu"
     assert cfg == expected and (cfg.preset, cfg.seed, cfg.milestones) == (SWAPOUT, 5, [2, 4])
+
+
+def test_an_experiment_may_come_back_with_other_seeds_later_in_the_order(tmp_path):
+    # a campaign's seed 0 of every experiment before any seed 1: one name, two entries, one directory per seed
+    definition = sweep_plan.make_definition(
+        [{"preset": RESNET, "name": "r", "seeds": [0]}, {"preset": SWAPOUT, "name": "s", "seeds": [0]},
+         {"preset": RESNET, "name": "r", "seeds": [1]}], overrides={"epochs": 3})
+    runs = sweep_plan.plan(definition, tmp_path)
+    assert [r.label for r in runs] == ["r/seed-0", "s/seed-0", "r/seed-1"]
+    assert runs[0].overrides == runs[2].overrides == {"epochs": 3}
 
 
 def test_definition_is_recorded_and_a_different_one_refused(tmp_path, capsys):
@@ -216,9 +228,9 @@ def _sweep(args, capsys):
 def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, capsys):
     out = tmp_path / "sweep"
     first = _sweep(["sweep", "--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu", "2",
-                    "--budget-minutes", "0.01", "--device", "cpu", *TINY], capsys)
+                    "--budget-minutes", "0.01", "--device", "cpu", "--keep-finished", "weights", *TINY], capsys)
     assert first.returncode == 0, first.stdout + first.stderr
-    again = f"swapout sweep --out {out} --per-gpu 2 --device cpu"
+    again = f"swapout sweep --out {out} --per-gpu 2 --device cpu --keep-finished weights"
     assert f"Continue with: {again}\n" in first.stdout
     assert "0 of 4 runs done, 2 stopped, 0 failed, 2 not started" in first.stdout, first.stdout
     interrupted = [out / "short-cpu-20-w1-resnet" / f"seed-{s}" for s in (0, 1)]
@@ -239,6 +251,10 @@ def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, 
             run = out / name / f"seed-{seed}"
             results[name, seed] = json.loads((run / "results.json").read_text())
             assert results[name, seed]["steps"] == 12
+            # finished: the final weights alone, without the optimiser, in place of the checkpoints
+            assert sorted(p.name for p in run.glob("*.pt")) == ["weights.pt"]
+            kept = read_checkpoint(run / "weights.pt")
+            assert "optimizer" not in kept and kept["state"]["global_step"] == 12 and kept["config"]["seed"] == seed
     for run in interrupted:  # continued from the checkpoint, not started again
         assert (run / "config.json").read_bytes() == configs[run]
         assert re.search(rf"resuming .*step {stopped_at[run]}\b", (run / "train.log").read_text())

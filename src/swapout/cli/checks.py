@@ -105,6 +105,9 @@ def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str
 
     given = overrides(args)
     device, data_dir = given.pop("device", "auto"), given.pop("data_dir", None)
+    if getattr(args, "storage", None) and args.keep_finished != "checkpoints":
+        raise UsageError("--keep-finished weights: the workers of a study (--storage) keep every checkpoint, so that "
+                         "a retried trial can resume; leave it out, or run the sweep without --storage")
     definition = definition_from(args.presets, args.seeds, args.file, given, args.pack)
     on_cpu = slots(args.per_gpu, args.gpus, device)[0] is None
     if on_cpu and any(r["overrides"].get("sync_bn") for r in (definition or {"runs": []})["runs"]):

@@ -50,7 +50,8 @@ def _sweep(args: argparse.Namespace) -> None:
     if args.storage:
         return run_campaign(args, definition, device, data_dir)
     status = run_sweep(args.out, definition, per_gpu=args.per_gpu, gpus=args.gpus, device=device, data_dir=data_dir,
-                       budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace)
+                       budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace,
+                       keep_finished=args.keep_finished)
     if status:
         raise SystemExit(status)
 
@@ -128,6 +129,10 @@ def _sweep_parser(sub) -> None:
     sw.add_argument("--stop-grace", type=positive_float, default=300.0, metavar="SECONDS",
                     help="how long a stopped run may take to finish its step or evaluation before it is killed; "
                          "default: 300")
+    sw.add_argument("--keep-finished", choices=("checkpoints", "weights"), default="checkpoints",
+                    help="what a finished run keeps beside its config, metrics and results: its checkpoints "
+                         "(to train on from them), or weights: its final weights alone in weights.pt, without "
+                         "the optimiser's state (half the size; swapout eval reads it); default: checkpoints")
     # a sweep takes its seeds from --seeds, and runs each child on a whole GPU chosen with --gpus
     config_options(sw, {"seed": argparse.SUPPRESS,
                         "device": "auto, cpu or cuda (choose GPUs with --gpus); default: 'auto'"})

@@ -71,8 +71,9 @@ class EvalContext:
 
     @property
     def suffix(self) -> str:
-        """Results of a run's own checkpoint are ``eval-test.json``; of another file, ``eval-test.<its name>.json``."""
-        if self.file_name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        """Results of a run's own checkpoint (or final weights) are ``eval-test.json``; of another file,
+        ``eval-test.<its name>.json``."""
+        if self.file_name in ("checkpoint.pt", "checkpoint.prev.pt", "weights.pt"):
             return ""
         stem = Path(self.file_name).stem
         return "." + (stem[len("checkpoint."):] if stem.startswith("checkpoint.") else stem)

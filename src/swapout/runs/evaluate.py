@@ -40,8 +40,10 @@ def load_target(target: str) -> Tuple[Dict[str, Any], Path, str, Optional[str]]:
     if path.is_dir():
         run = RunDir(path)
         if not (run.checkpoint_path.exists() or run.previous_checkpoint_path.exists()):
-            raise ValueError(f"no checkpoint in {path}: nothing to evaluate (a run directory holds checkpoint.pt; "
-                             f"or give a checkpoint file)")
+            if run.weights_path.exists():  # a finished run that kept its final weights alone
+                return read_checkpoint(run.weights_path), path, run.weights_path.name, None
+            raise ValueError(f"no checkpoint in {path}: nothing to evaluate (a run directory holds checkpoint.pt "
+                             f"or, once finished, weights.pt; or give a checkpoint file)")
         state, used, skipped = run.latest_checkpoint()
         fallback = None
         if skipped:

@@ -4,6 +4,8 @@
     RUN_DIR/metrics.jsonl       one JSON line per epoch
     RUN_DIR/checkpoint.pt       the latest checkpoint; checkpoint.prev.pt, the one before
     RUN_DIR/results.json        parameter count, training time, device, errors per evaluated split
+    RUN_DIR/weights.pt          a finished run's final weights and config alone, in place of its checkpoints
+                                (``swapout sweep --keep-finished weights``): what evaluation needs, half the size
 
 Every file is written to a temporary name and renamed into place, so an interrupted write leaves the
 previous version intact. A checkpoint carries a SHA-256 of its payload; one that is truncated or
@@ -92,6 +94,7 @@ class RunDir:
     checkpoint_path = property(lambda self: self.path / "checkpoint.pt")
     previous_checkpoint_path = property(lambda self: self.path / "checkpoint.prev.pt")
     results_path = property(lambda self: self.path / "results.json")
+    weights_path = property(lambda self: self.path / "weights.pt")
 
     def create(self) -> None:
         """Make the directory, or fail with a clear message if it cannot be written."""
@@ -133,6 +136,24 @@ class RunDir:
             except CheckpointError as err:
                 errors.append((path, str(err)))
         raise CheckpointError("; ".join(e for _, e in errors) or f"{self.path}: no checkpoint to resume from")
+
+    def keep_weights_only(self) -> bool:
+        """Replace a finished run's checkpoints by ``weights.pt``: its weights, config and training position,
+        without the optimiser's state or random streams, so it can be evaluated but not trained on.
+
+        Returns whether anything changed. The weights come from the latest usable checkpoint (the one a
+        finished run wrote after its last step); ``weights.pt`` is in place before any checkpoint goes.
+        """
+        checkpoints = [p for p in (self.checkpoint_path, self.previous_checkpoint_path) if p.exists()]
+        if not checkpoints:
+            return False
+        state, _, _ = self.latest_checkpoint()
+        kept = {k: state[k] for k in ("model", "config", "pack") if k in state}
+        kept["state"] = {k: v for k, v in state.get("state", {}).items() if k != "sums"}
+        _write_checkpoint(kept, self.weights_path)
+        for path in checkpoints:
+            path.unlink()
+        return True
 
     def load_checkpoint(self) -> Dict[str, Any]:
         """The latest usable checkpoint; falls back to the previous one, with a warning, if needed."""

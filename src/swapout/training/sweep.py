@@ -22,11 +22,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import torch
 
 from ..progress import plural
+from ..runs.rundir import RunDir
 from .sweep_plan import Pack, Run, open_sweep, train_args, units
 
 __all__ = ["slots", "run_sweep", "continue_command"]
 
 DEVICES = ("auto", "cpu", "cuda")
+KEEP_FINISHED = ("checkpoints", "weights")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
@@ -59,10 +61,11 @@ def slots(per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto") 
 
 
 def continue_command(sweep_dir: os.PathLike, per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto",
-                     data_dir: Optional[str] = None) -> str:
+                     data_dir: Optional[str] = None, keep_finished: str = "checkpoints") -> str:
     """The command that continues a sweep (its definition is in sweep.json). No budget: add one if needed."""
     parts = ["swapout", "sweep", "--out", str(sweep_dir), "--per-gpu", str(per_gpu)]
     parts += (["--gpus", ",".join(map(str, gpus))] if gpus else []) + (["--device", device] if device != "auto" else [])
+    parts += ["--keep-finished", keep_finished] if keep_finished != "checkpoints" else []
     return shlex.join(parts + (["--data-dir", str(data_dir)] if data_dir else []))
 
 
@@ -91,7 +94,7 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
 
 def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
               gpus: Optional[List[int]] = None, device: str = "auto", data_dir: Optional[str] = None,
-              budget_minutes: Optional[float] = None, stop_grace_s: float = 300.0,
+              budget_minutes: Optional[float] = None, stop_grace_s: float = 300.0, keep_finished: str = "checkpoints",
               out: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
     """Run (or continue) the sweep in ``sweep_dir``; returns the exit status: 0, or 1 if a run failed.
 
@@ -103,11 +106,18 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
             new one starts; SIGINT and SIGTERM to the sweep do the same, a second SIGINT kills them.
         stop_grace_s: seconds a stopped child may take (a step, a checkpoint, an evaluation under way)
             before it is killed; it then resumes from its last checkpoint next time.
+        keep_finished: what a finished run keeps: "checkpoints" (to train on from them), or "weights": its
+            final weights alone in ``weights.pt`` (`swapout.runs.rundir.RunDir.keep_weights_only`), which
+            evaluation reads; a sweep kept in version control then holds no optimiser state.
         out: receives every line the sweep reports.
     """
+    if keep_finished not in KEEP_FINISHED:
+        raise ValueError(f"--keep-finished must be one of {', '.join(KEEP_FINISHED)}, got {keep_finished!r}")
     free = slots(per_gpu, gpus, device)
     work = units(open_sweep(sweep_dir, definition), sweep_dir)
     runs = [r for unit in work for r in _members(unit)]
+    if keep_finished == "weights":  # runs that finished before, under a sweep that kept their checkpoints
+        _keep_weights([u for u in work if u.state == "done"])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
     pending = [u for u in work if u.state != "done"]
@@ -135,7 +145,9 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
                 kill = signals.count(signal.SIGINT) > 1 or now - stop_at > stop_grace_s
                 for _, proc, _, _ in running.values():
                     proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            _reap(running, free, stop_at is not None, stopped, failed, out)
+            finished = _reap(running, free, stop_at is not None, stopped, failed, out)
+            if keep_finished == "weights":
+                _keep_weights(finished)
             time.sleep(0.2 if running else 0)
     finally:
         for sig, handler in previous.items():
@@ -145,7 +157,8 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
     done = sum(r.state == "done" for r in runs)
     out(f"sweep {sweep_dir}: {done} of {plural(len(runs), 'run')} done, {len(stopped)} stopped, {len(failed)} failed, "
         f"{len(runs) - done - len(stopped) - len(failed)} not started")
-    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir)}" if done < len(runs)
+    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir, keep_finished)}"
+        if done < len(runs)
         else _final_report([str(r.path) for r in runs]))
     return 1 if failed else 0
 
@@ -163,14 +176,29 @@ def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[O
             + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
 
 
+def _keep_weights(units: List[Union[Run, Pack]]) -> None:
+    """Each finished run keeps its final weights alone; a finished pack's packed checkpoints go."""
+    for unit in units:
+        if unit.state != "done":
+            continue
+        for member in _members(unit):
+            RunDir(member.path).keep_weights_only()
+        if isinstance(unit, Pack):
+            for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+                (unit.path / name).unlink(missing_ok=True)
+
+
 def _reap(running: Dict[int, tuple], free: List[Optional[str]], stopping: bool, stopped: List[Run],
-          failed: List[Run], out: Callable[[str], None]) -> None:
-    """Take the children that have exited off ``running``, free their slots and report each of their runs."""
+          failed: List[Run], out: Callable[[str], None]) -> List[Union[Run, Pack]]:
+    """Take the children that have exited off ``running``, free their slots and report each of their runs;
+    the units whose children exited."""
+    exited = []
     for pid, (run, proc, slot, started) in list(running.items()):
         if proc.poll() is None:
             continue
         del running[pid]
         free.append(slot)
+        exited.append(run)
         took, code = f"{time.time() - started:.0f}s", proc.returncode
         for member in _members(run):
             if member.state == "done":
@@ -184,6 +212,7 @@ def _reap(running: Dict[int, tuple], free: List[Optional[str]], stopping: bool, 
                 out(f"[failed] {member.label}: exit status {code}; the end of {run.path / 'train.log'}:\n"
                     + "\n".join("    " + line for line in
                                 (run.path / "train.log").read_text(errors="replace").splitlines()[-15:]))
+    return exited
 
 
 def _final_report(paths: List[str]) -> str:

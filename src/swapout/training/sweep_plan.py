@@ -102,8 +102,16 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
         name = entry.get("name", preset.replace("/", "-"))
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"run {i}: name must be letters, digits, '.', '_' or '-', got {name!r}")
-        if name in (r["name"] for r in runs):
-            raise ValueError(f"run {i}: another run already uses the directory {name!r}; give one a \"name\"")
+        for other in (r for r in runs if r["name"] == name):
+            # one experiment may come back later with other seeds (its seed 1 after every seed 0 of a campaign);
+            # anything else under one name would mix two experiments in one directory
+            if (other["preset"], other["overrides"]) != (preset, fields):
+                raise ValueError(f"run {i}: another run already uses the directory {name!r} for a different "
+                                 f"experiment; give one a \"name\"")
+            if set(other["seeds"]) & set(seeds):
+                raise ValueError(f"run {i}: {name!r} already has seed(s) "
+                                 f"{', '.join(map(str, sorted(set(other['seeds']) & set(seeds))))}; an entry that "
+                                 f"repeats an experiment must add other seeds")
         runs.append({"name": name, "preset": preset, "seeds": list(seeds), "overrides": fields})
         if "pack" in entry:
             if not isinstance(entry["pack"], str) or not _NAME.match(entry["pack"]):

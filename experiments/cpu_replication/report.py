@@ -1,0 +1,451 @@
+"""The CPU replication's README, drawn from its committed runs: how far the campaign got, Table 2 at this
+budget, the budget curve, Figure 2, implicit against explicit ensembles, and what each claim of the paper
+looks like here.
+
+    python experiments/cpu_replication/report.py            # writes results/cpu-replication/README.md and figures
+
+Everything comes from ``results/cpu-replication/runs/`` (each run's config.json, metrics.jsonl, results.json
+and train.log, the sweep's campaign.log) and from what phase 5 wrote beside the runs (``figure2-test.json``
+of ``swapout eval --repeats``, ``ensembles.json`` of ``ensembles.py``). A figure whose runs are not finished
+is shown as missing, never estimated. Every interval is a 95% interval; its kind is said where it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "results" / "cpu-replication"
+SCHEDULES = [  # name in the sweep, the paper's label, the paper's Table 2 (W x 2, 256 epochs): det, stoch
+    ("theta-0.5-0.5", "theta1 = theta2 = 0.5", 10.36, 6.69),
+    ("theta-0.2-0.8", "theta1 = 0.2, theta2 = 0.8", 10.14, 7.63),
+    ("theta-0.8-0.2", "theta1 = 0.8, theta2 = 0.2", 7.58, 6.56),
+    ("linear-0.5-1", "Linear(0.5, 1)", 7.34, 6.52),
+    ("linear-1-0.5", "Linear(1, 0.5)", 6.43, 5.68),
+]
+RESNET_PAPER = {"w1": 8.27, "w2": 6.54}  # ResNet v2 Ours, Table 1 (256 epochs)
+SWAPOUT_W1_PAPER = (8.58, 7.92)  # Swapout v2 (20) W x 1, Linear(1, 0.5), Table 3: det, stoch
+BUDGETS = (16, 32, 64)
+# two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (and the normal beyond 30)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t975(df: float) -> float:
+    """The 97.5% quantile of Student's t, conservative for fractional or large ``df``."""
+    d = max(1, int(math.floor(df)))
+    return T975.get(d, 2.042 if d <= 30 else 1.96)
+
+
+# ---- reading the runs ---------------------------------------------------------------------------------------
+
+
+def read_run(path: Path) -> Dict[str, Any]:
+    """One run's state: its config, epochs done, results if finished, and how often it was started."""
+    cfg = json.loads((path / "config.json").read_text())["config"] if (path / "config.json").exists() else None
+    metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (path / "metrics.jsonl").exists() else []
+    results = json.loads((path / "results.json").read_text()) if (path / "results.json").exists() else None
+    log = (path / "train.log").read_text(errors="replace") if (path / "train.log").exists() else ""
+    complete = [m for m in metrics if not m.get("partial")]
+    failed = None
+    if results and "failed" in results:
+        failed = results["failed"]
+    elif re.search(r"^swapout train: .*(non-finite|Error|error)", log, re.M):
+        failed = log.strip().splitlines()[-1]
+    return {"path": path, "config": cfg, "metrics": metrics, "results": results, "failed": failed,
+            "epochs_done": len(complete), "starts": log.count("\n=== "),
+            "train_time_s": (results or {}).get("train_time_s") or (metrics[-1]["train_time_s"] if metrics else 0.0)}
+
+
+def read_campaign(runs_dir: Path) -> Dict[str, Any]:
+    """The sweep's definition and every run of it, in order; the invocations from campaign.log."""
+    definition = json.loads((runs_dir / "sweep.json").read_text())
+    runs = []
+    for entry in definition["runs"]:
+        for seed in entry["seeds"]:
+            run = read_run(runs_dir / entry["name"] / f"seed-{seed}")
+            run.update(name=entry["name"], seed=seed, epochs=entry["overrides"]["epochs"])
+            runs.append(run)
+    invocations, machines = [], set()
+    log = runs_dir / "campaign.log"
+    for line in (log.read_text().splitlines() if log.exists() else []):
+        m = re.match(r"=== (\S+) (start|end): (.*)", line)
+        if not m:
+            continue
+        when = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ")
+        if m.group(2) == "start":
+            invocations.append({"start": when, "end": None, "what": m.group(3)})
+            machines.add(m.group(3).split(", ", 1)[1] if ", " in m.group(3) else m.group(3))
+        elif invocations and invocations[-1]["end"] is None:
+            invocations[-1]["end"], invocations[-1]["status"] = when, m.group(3)
+    return {"runs": runs, "invocations": invocations, "machines": sorted(machines)}
+
+
+def test_errors(runs: Sequence[Dict], mode: str) -> List[float]:
+    """The finished runs' test errors (%) in ``mode``: deterministic or stochastic."""
+    return [r["results"]["splits"]["test"][f"{mode}_error"] for r in runs
+            if r["results"] and "splits" in r["results"] and f"{mode}_error" in r["results"]["splits"]["test"]]
+
+
+def group(campaign: Dict, name: str) -> List[Dict]:
+    return [r for r in campaign["runs"] if r["name"] == name]
+
+
+# ---- statistics --------------------------------------------------------------------------------------------
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "not yet"
+    sd = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "-"
+    return f"{statistics.mean(values):.2f} ± {sd}"
+
+
+def test_images(runs: Sequence[Dict]) -> int:
+    return next((r["results"]["splits"]["test"]["images"] for r in runs if r["results"] and "splits" in r["results"]),
+                9980)
+
+
+def difference(a: Sequence[float], b: Sequence[float], n_images: int) -> Optional[Tuple[float, float, float, str]]:
+    """Mean of ``a`` minus mean of ``b`` (errors in %) with a 95% interval: Welch's t over seeds when both
+    have two or more; else the test set's sampling error alone (normal, two independent binomials), which
+    leaves out the spread between seeds and says so."""
+    if not a or not b:
+        return None
+    d = statistics.mean(a) - statistics.mean(b)
+    if len(a) > 1 and len(b) > 1:
+        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0) or 1e-12)
+        half, kind = t975(min(df, len(a) + len(b) - 2)) * se, f"Welch t over seeds (n = {len(a)}, {len(b)})"
+    else:
+        pa, pb = statistics.mean(a) / 100, statistics.mean(b) / 100
+        se = 100 * math.sqrt(pa * (1 - pa) / (n_images * len(a)) + pb * (1 - pb) / (n_images * len(b)))
+        half, kind = 1.96 * se, f"test-set sampling only (n = {len(a)}, {len(b)} seeds: seed spread not included)"
+    return d, d - half, d + half, kind
+
+
+def paired(diffs: Sequence[float], n_images: int, p: float) -> Optional[Tuple[float, float, float, str]]:
+    """Mean of per-run differences with a 95% t interval over runs (two or more), else the test set's
+    sampling error of one error rate ``p`` (%) as a rough bound."""
+    if not diffs:
+        return None
+    d = statistics.mean(diffs)
+    if len(diffs) > 1:
+        half = t975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        return d, d - half, d + half, f"t over runs (n = {len(diffs)})"
+    half = 1.96 * 100 * math.sqrt(p / 100 * (1 - p / 100) / n_images)
+    return d, d - half, d + half, "one run: test-set sampling of one error rate, a rough bound"
+
+
+def verdict(interval: Optional[Tuple[float, float, float, str]], better_below_zero: bool = True) -> str:
+    """holds when the whole interval is on the claim's side of 0, does not hold when on the other."""
+    if interval is None:
+        return "cannot tell yet (runs not finished)"
+    _, lo, hi, _ = interval
+    if (hi < 0) if better_below_zero else (lo > 0):
+        return "holds"
+    if (lo > 0) if better_below_zero else (hi < 0):
+        return "does not hold"
+    return "cannot tell"
+
+
+def fmt_interval(interval: Optional[Tuple[float, float, float, str]]) -> str:
+    if interval is None:
+        return "-"
+    d, lo, hi, kind = interval
+    return f"{d:+.2f} points [{lo:+.2f}, {hi:+.2f}] ({kind})"
+
+
+# ---- sections ------------------------------------------------------------------------------------------------
+
+
+def progress_section(campaign: Dict) -> List[str]:
+    runs, inv = campaign["runs"], campaign["invocations"]
+    done = [r for r in runs if r["results"] and not r["failed"]]
+    wall = sum(((i["end"] or i["start"]) - i["start"]).total_seconds() for i in inv)
+    train = sum(r["train_time_s"] for r in runs)
+    stops = sum(1 for i in inv if i["end"] is not None)
+    lines = [f"**{len(done)} of {len(runs)} runs finished**, {sum(1 for r in runs if r['failed'])} failed; "
+             f"{len(inv)} invocation(s) of the campaign, {stops} ended with checkpoints or finished, "
+             f"{sum(max(r['starts'] - 1, 0) for r in runs)} resumption(s) of a run from its checkpoint. "
+             f"Wall time {wall / 3600:.2f} h on {len(campaign['machines']) or 'no'} machine(s) "
+             f"({2 * wall / 3600:.2f} core-hours: two runs at a time, one core each); training time of all runs "
+             f"together {train / 3600:.2f} h.", ""]
+    for machine in campaign["machines"]:
+        lines.append(f"- machine: {machine}")
+    lines += ["", "| run | epochs | state | test det. / stoch. error (%) | started |", "| --- | --- | --- | --- | --- |"]
+    for r in runs:
+        if r["failed"]:
+            state = f"failed: {r['failed'][:120]}"
+        elif r["results"]:
+            state = "finished"
+        elif r["config"]:
+            state = f"{r['epochs_done']} of {r['epochs']} epochs"
+        else:
+            state = "not started"
+        t = (r["results"] or {}).get("splits", {}).get("test", {})
+        err = f"{t['deterministic_error']:.2f} / " + (f"{t['stochastic_error']:.2f}" if "stochastic_error" in t
+                                                       else "-") if t else "-"
+        lines.append(f"| {r['name']}/seed-{r['seed']} | {r['epochs']} | {state} | {err} | {r['starts']} time(s) |")
+    return lines
+
+
+def table2_section(campaign: Dict) -> List[str]:
+    lines = ["| method (W x 1, 32 epochs) | n | deterministic (%) | stochastic, 30 passes (%) | "
+             "paper: W x 2, 256 epochs, det. / stoch. (%) |", "| --- | --- | --- | --- | --- |"]
+    for name, label, p_det, p_sto in SCHEDULES:
+        runs = group(campaign, f"{name}-32ep")
+        det, sto = test_errors(runs, "deterministic"), test_errors(runs, "stochastic")
+        lines.append(f"| Swapout, {label} | {len(det)} | {mean_sd(det)} | {mean_sd(sto)} | {p_det} / {p_sto} |")
+    det = test_errors(group(campaign, "resnet-32ep"), "deterministic")
+    lines.append(f"| ResNet v2 Ours (baseline) | {len(det)} | {mean_sd(det)} | - (no masks) | "
+                 f"{RESNET_PAPER['w2']} (Table 1; W x 1: {RESNET_PAPER['w1']}) |")
+    return lines
+
+
+def budget_rows(campaign: Dict) -> Dict[str, Dict[int, List[float]]]:
+    """Test error by method and budget: ResNet deterministic, swapout Linear(1, 0.5) stochastic."""
+    out: Dict[str, Dict[int, List[float]]] = {"ResNet v2 Ours": {}, "Swapout Linear(1, 0.5), 30 passes": {},
+                                              "Swapout Linear(1, 0.5), deterministic": {}}
+    for epochs in BUDGETS:
+        out["ResNet v2 Ours"][epochs] = test_errors(group(campaign, f"resnet-{epochs}ep"), "deterministic")
+        swap = group(campaign, f"linear-1-0.5-{epochs}ep")
+        out["Swapout Linear(1, 0.5), 30 passes"][epochs] = test_errors(swap, "stochastic")
+        out["Swapout Linear(1, 0.5), deterministic"][epochs] = test_errors(swap, "deterministic")
+    return out
+
+
+def budget_section(campaign: Dict, figure: Path) -> List[str]:
+    rows = budget_rows(campaign)
+    lines = ["| method | " + " | ".join(f"{e} epochs" for e in BUDGETS) + " | paper, 256 epochs (W x 1) |",
+             "| --- | " + " | ".join("---" for _ in BUDGETS) + " | --- |"]
+    paper = {"ResNet v2 Ours": RESNET_PAPER["w1"], "Swapout Linear(1, 0.5), 30 passes": SWAPOUT_W1_PAPER[1],
+             "Swapout Linear(1, 0.5), deterministic": SWAPOUT_W1_PAPER[0]}
+    for method, by_budget in rows.items():
+        cells = [f"{mean_sd(v)} (n = {len(v)})" if v else "not yet" for v in by_budget.values()]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {paper[method]} |")
+    if plot_budget(rows, paper, figure):
+        lines += ["", f"![Test error against the training budget]({figure.name})"]
+    lines += ["", "Mean ± sd over seeds, test error (%) on the 9,980 exact test images. The paper's 256-epoch "
+              "figures (Tables 1 and 3, W x 1) are printed for reference only: nothing here was trained that long, "
+              "and any line drawn from 64 to 256 epochs would be an **extrapolation**, which this report does not make."]
+    return lines
+
+
+def plot_budget(rows: Dict[str, Dict[int, List[float]]], paper: Dict[str, float], path: Path) -> bool:
+    """The budget curve: each seed a point, the mean a line; False (no figure) while no budget is finished."""
+    if not any(v for by_budget in rows.values() for v in by_budget.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for (method, by_budget), colour in zip(rows.items(), ("tab:gray", "tab:blue", "tab:cyan")):
+        xs = [e for e in BUDGETS if by_budget[e]]
+        ax.plot(xs, [statistics.mean(by_budget[e]) for e in xs], "-o", color=colour, label=method)
+        for e in xs:
+            ax.scatter([e] * len(by_budget[e]), by_budget[e], color=colour, s=12, alpha=0.6)
+        ax.axhline(paper[method], color=colour, ls=":", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(BUDGETS))
+    ax.set_xticklabels([str(e) for e in BUDGETS])
+    ax.set_xlabel("training epochs (learning rate divided by 10 at 196/256 and 224/256 of them)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title("20-layer W x 1 on CIFAR-10, 2 CPU cores\n(dotted: the paper at 256 epochs, for reference)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def figure2_section(campaign: Dict) -> List[str]:
+    lines, base = [], campaign["base"]
+    for r in group(campaign, "linear-1-0.5-32ep"):
+        path = r["path"] / "figure2-test.json"
+        if not path.exists():
+            lines.append(f"- {r['name']}/seed-{r['seed']}: not yet (phase 5: `swapout eval {rel(r['path'], base)} "
+                         f"--samples 30 --repeats 10`)")
+            continue
+        curve = json.loads(path.read_text())
+        c = curve.get("curve", curve)
+        picks = [k for k in (1, 2, 3, 5, 10, 20, 30) if k <= len(c["mean_error"])]
+        lines.append(f"- {r['name']}/seed-{r['seed']} ({c['repeats']} repetitions, {c['images']:,} images): "
+                     + ", ".join(f"{k} pass{'es' if k > 1 else ''} {c['mean_error'][k - 1]:.2f} ± "
+                                 f"{c['standard_error'][k - 1]:.2f}" for k in picks))
+        png = r["path"] / "figure2-test.png"
+        if png.exists():
+            lines.append(f"\n  ![Figure 2, seed {r['seed']}]({rel(png, base)})\n")
+    return lines
+
+
+def ensembles_section(base: Path) -> List[str]:
+    path = base / "ensembles.json"
+    if not path.exists():
+        return ["Not yet: phase 5 (`python experiments/cpu_replication/ensembles.py`) runs once the 32-epoch "
+                "ResNet and Linear(1, 0.5) runs of both seeds are finished."]
+    data = json.loads(path.read_text())
+    lines = ["| contender | passes | " + " | ".join(data["sets"]) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in data["sets"]) + " |"]
+    for row in data["rows"]:
+        cells = [" / ".join(f"{row['sets'][s][m]:.3f}" if m != "error" else f"{row['sets'][s][m]:.2f}"
+                            for m in ("error", "nll", "ece")) for s in data["sets"]]
+        lines.append(f"| {row['contender']} | {row['passes']} | " + " | ".join(cells) + " |")
+    lines += ["", "Each cell: error (%) / NLL / ECE (15 bins). " + data.get("note", "")]
+    if (base / "ensembles.png").exists():
+        lines += ["", "![Implicit against explicit ensembles](ensembles.png)"]
+    return lines
+
+
+def claims_section(campaign: Dict) -> List[str]:
+    n = test_images(campaign["runs"])
+    swap = group(campaign, "linear-1-0.5-32ep")
+    res = group(campaign, "resnet-32ep")
+    beats = difference(test_errors(swap, "stochastic"), test_errors(res, "deterministic"), n)
+    beats_det = difference(test_errors(swap, "deterministic"), test_errors(res, "deterministic"), n)
+    best_rows = []
+    for name, label, _, _ in SCHEDULES[:-1]:
+        other = group(campaign, f"{name}-32ep")
+        best_rows.append((label, difference(test_errors(swap, "stochastic"), test_errors(other, "stochastic"), n)))
+    known = [d for _, d in best_rows if d is not None]
+    if len(known) < len(best_rows):
+        best = None
+        best_text = "cannot tell yet (runs not finished)"
+    else:
+        best = all(d[2] < 0 for d in known)
+        worse = any(d[1] > 0 for d in known)
+        best_text = "holds" if best else "does not hold" if worse else "cannot tell"
+    sto_det = []
+    for name, _, _, _ in SCHEDULES:
+        for r in group(campaign, f"{name}-32ep"):
+            t = (r["results"] or {}).get("splits", {}).get("test", {})
+            if "stochastic_error" in t:
+                sto_det.append(t["stochastic_error"] - t["deterministic_error"])
+    mean_err = statistics.mean(test_errors(swap, "stochastic")) if test_errors(swap, "stochastic") else 10.0
+    sto = paired(sto_det, n, mean_err)
+    early = difference(test_errors(group(campaign, "linear-0.5-1-32ep"), "stochastic"), test_errors(swap, "stochastic"), n)
+    few = few_passes(campaign)
+    lines = ["| the paper's claim | at this budget (32 epochs, W x 1) | the interval it rests on |",
+             "| --- | --- | --- |",
+             f"| Swapout beats the same ResNet | {verdict(beats)} | Linear(1, 0.5) stochastic minus ResNet: "
+             f"{fmt_interval(beats)}; deterministic: {fmt_interval(beats_det)} |",
+             f"| Linear(1, 0.5) is the best schedule | {best_text} | stochastic error of Linear(1, 0.5) minus: "
+             + "; ".join(f"{label} {fmt_interval(d)}" for label, d in best_rows) + " |",
+             f"| Stochastic beats deterministic inference | {verdict(sto)} | stochastic minus deterministic, "
+             f"every swapout run: {fmt_interval(sto)} |",
+             f"| More stochasticity in early layers hurts | {verdict(early, better_below_zero=False)} | "
+             f"Linear(0.5, 1) minus Linear(1, 0.5), stochastic: {fmt_interval(early)} |",
+             f"| A few passes suffice | {few[0]} | {few[1]} |"]
+    return lines
+
+
+def few_passes(campaign: Dict) -> Tuple[str, str]:
+    """Holds when 10 passes are within two standard errors of 30 in every Figure 2 curve."""
+    gaps = []
+    for r in group(campaign, "linear-1-0.5-32ep"):
+        path = r["path"] / "figure2-test.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            c = data.get("curve", data)
+            e, se = c["mean_error"], c["standard_error"]
+            gaps.append((e[9] - e[29], 2 * math.hypot(se[9], se[29])))
+    if not gaps:
+        return "cannot tell yet (phase 5 not run)", "-"
+    holds = all(g <= tol for g, tol in gaps)
+    return ("holds" if holds else "does not hold",
+            "error with 10 passes minus 30 passes: " + "; ".join(f"{g:+.2f} (2 SE {tol:.2f})" for g, tol in gaps))
+
+
+def rel(path: Path, base: Path) -> str:
+    """``path`` as the README in ``base`` links it."""
+    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+
+
+def summary(campaign: Dict) -> List[str]:
+    """What the docs' Results page shows too: the tables, the figures and the claims."""
+    return (["### Table 2 at this budget", ""] + table2_section(campaign)
+            + ["", "Test error (%) on the 9,980 exact test images, mean ± sd over seeds (n seeds per row). The "
+               "paper's figures are for W x 2 at 256 epochs: the gap to them is the budget's, not a replication "
+               "failure.", "", "### The budget curve", ""] + budget_section(campaign, campaign["base"] / "budget-curve.png")
+            + ["", "### What each claim of the paper looks like here", ""] + claims_section(campaign)
+            + ["", "### Implicit against explicit ensembles", ""] + ensembles_section(campaign["base"])
+            + ["", "### Figure 2", ""] + figure2_section(campaign))
+
+
+def write(runs_dir: Path, out: Path) -> str:
+    campaign = read_campaign(runs_dir)
+    campaign["base"] = out.parent
+    text = "\n".join(HEAD + ["## How far it got", ""] + progress_section(campaign)
+                     + ["", "## Results", "", "<!-- summary -->"] + summary(campaign) + ["<!-- /summary -->", ""]
+                     + TAIL) + "\n"
+    out.write_text(text)
+    return text
+
+
+HEAD = """# The paper's claims at a budget two CPU cores can train
+
+*Generated by `python experiments/cpu_replication/report.py` from the runs under `runs/`; do not edit by hand.*
+
+The paper trains for 256 epochs at W x 2 on a GPU. This campaign measures the same claims on the 20-layer
+"Ours" v2 network at **W x 1 for 16, 32 and 64 epochs** on two CPU cores: the paper's recipe otherwise (SGD,
+batch 128, momentum 0.9, weight decay 1e-4, learning rate 0.1 divided by 10 at 196/256 and 224/256 of the
+budget; flips and 4-pixel translations, one crop per batch), 45,000 training images with the last 5,000 held
+out for validation, the 9,980 exact test images, deterministic and 30-pass stochastic inference. Nothing is
+chosen on the test split. Every figure below states its budget; none is comparable to the paper's at face
+value, only in direction.
+
+What it runs (`experiments/cpu_replication/sweep.json`, in this order): Table 2's five schedules and the ResNet
+baseline at 32 epochs, seed 0, then seed 1; the budget curve (ResNet and Linear(1, 0.5) at 16 epochs, seeds 0
+and 1, and 64 epochs, seed 0); then, with no training, Figure 2 and implicit against explicit ensembles.
+""".splitlines()
+
+TAIL = """## How to continue it, or run it again
+
+One command continues the campaign where it stopped (at most BUDGET minutes, default 150, at the lowest
+priority; every run stopped by the budget writes a checkpoint and resumes exactly):
+
+    experiments/cpu_replication/run.sh [BUDGET_MINUTES]
+
+The same with a new directory, `experiments/cpu_replication/run.sh 150 runs/cpu-replication`, runs it again from
+nothing. Before the machine goes, commit `runs/` as it is: unfinished runs keep their latest `checkpoint.pt`
+(the one before it, `checkpoint.prev.pt`, is not committed), finished runs keep `weights.pt`, their final weights
+without the optimiser's state (`swapout eval` reads it), beside their config, metrics, results and log. Then:
+
+    python experiments/cpu_replication/report.py
+
+Phase 5, once the 32-epoch runs of both seeds are finished (`run.sh` starts it by itself when the sweep is done):
+
+    swapout eval runs/linear-1-0.5-32ep/seed-S --samples 30 --repeats 10   # Figure 2, for S = 0, 1
+    python experiments/cpu_replication/ensembles.py                        # ensembles.json and .png
+
+Two runs at a time with one thread each is the fastest exact way to use two cores:
+`python benchmarks/bench_cpu_campaign.py` (output in `../benchmarks/cpu_campaign.json` and `.txt`).
+""".splitlines()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=HERE / "runs", help="the campaign's sweep directory")
+    parser.add_argument("--out", type=Path, default=HERE / "README.md", help="the README to write")
+    args = parser.parse_args()
+    if not (args.runs / "sweep.json").exists():
+        parser.error(f"{args.runs} holds no sweep.json: start the campaign with experiments/cpu_replication/run.sh")
+    write(args.runs, args.out)
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The CPU replication (results/cpu-replication/README.md): continue it where it stopped, or, with another
+# OUT_DIR, run it again from nothing. Every invocation works for at most BUDGET minutes (default 150) at the
+# lowest priority: the sweep stops its runs with checkpoints when the budget is spent, so that the next
+# invocation continues exactly; once every run is finished, phase 5 (inference only) runs in what is left.
+#
+#     experiments/cpu_replication/run.sh [BUDGET_MINUTES] [OUT_DIR]
+#
+# Two runs at a time with one thread each: the fastest exact way to use two cores
+# (benchmarks/bench_cpu_campaign.py, results/benchmarks/cpu_campaign.json).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+budget=${1:-150}
+out=${2:-results/cpu-replication/runs}
+log=$out/campaign.log
+mkdir -p "$out"
+began=$(date +%s)
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
+echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start: budget ${budget} min, $(nproc) cores, ${cpu:-unknown CPU}, torch $(python -c 'import torch; print(torch.__version__)')" >> "$log"
+status=0
+nice -n 19 swapout sweep --file experiments/cpu_replication/sweep.json --out "$out" --device cpu --per-gpu 2 \
+    --keep-finished weights --budget-minutes "$budget" 2>&1 | tee -a "$log" || status=$?
+
+left=$(( budget * 60 - ($(date +%s) - began) ))
+all_done=$(python -c '
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+runs = json.loads((out / "sweep.json").read_text())["runs"]
+print(all((out / r["name"] / f"seed-{s}" / "results.json").exists() for r in runs for s in r["seeds"]))' "$out")
+if [ "$status" = 0 ] && [ "$all_done" = True ] && [ "$left" -gt 60 ]; then
+    # phase 5: Figure 2 of each 32-epoch Linear(1, 0.5) network, then the ensembles; each skipped once written
+    for run in "$out"/linear-1-0.5-32ep/seed-*; do
+        left=$(( budget * 60 - ($(date +%s) - began) ))
+        if [ ! -e "$run/figure2-test.json" ] && [ "$left" -gt 60 ]; then
+            timeout "$left" nice -n 19 swapout eval "$run" --samples 30 --repeats 10 --quiet 2>&1 | tee -a "$log" || status=$?
+        fi
+    done
+    left=$(( budget * 60 - ($(date +%s) - began) ))
+    if [ ! -e "$(dirname "$out")/ensembles.json" ] && [ "$left" -gt 60 ]; then
+        timeout "$left" nice -n 19 python experiments/cpu_replication/ensembles.py --runs "$out" --out "$(dirname "$out")" \
+            2>&1 | tee -a "$log" || status=$?
+    fi
+fi
+echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) end: exit status $status" >> "$log"
+python experiments/cpu_replication/report.py --runs "$out" --out "$(dirname "$out")/README.md" || status=$?
+exit "$status"

@@ -1,0 +1,71 @@
+"""The CPU replication's report: its tables and verdicts come from the runs' files, and unfinished runs show
+as missing, never as figures."""
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = importlib.util.spec_from_file_location("cpu_report", ROOT / "experiments" / "cpu_replication" / "report.py")
+report = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(report)
+
+
+def _finish(runs, name, seed, det, sto=None):
+    path = runs / name / f"seed-{seed}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"config": {"seed": seed}}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "train_time_s": 60.0 * (e + 1)}) + "\n"
+                                                for e in range(32)))
+    test = {"images": 9980, "deterministic_error": det, **({"stochastic_error": sto} if sto is not None else {})}
+    (path / "results.json").write_text(json.dumps({"train_time_s": 1920.0, "splits": {"test": test}}))
+    (path / "train.log").write_text("\n=== 2026-12-06 15:10:32 swapout train\n\n=== 2026-12-06 17:10:32 swapout train\n")
+
+
+@pytest.fixture
+def runs(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(ROOT / "experiments" / "cpu_replication" / "sweep.json", runs / "sweep.json")
+    (runs / "campaign.log").write_text("=== 2026-12-06T15:10:32Z start: budget 140 min, 2 cores, a CPU, torch 2\n"
+                                       "=== 2026-12-06T17:10:32Z end: exit status 0\n")
+    return runs
+
+
+def test_unfinished_runs_are_missing_and_no_claim_is_judged(runs):
+    text = report.write(runs, runs.parent / "README.md")
+    assert "**0 of 18 runs finished**, 0 failed; 1 invocation(s)" in text
+    assert "| Swapout, Linear(1, 0.5) | 0 | not yet | not yet | 6.43 / 5.68 |" in text
+    assert text.count("cannot tell yet") == 5  # every claim waits for its runs
+    assert "Wall time 2.00 h" in text and "4.00 core-hours" in text
+
+
+def test_tables_and_verdicts_follow_the_runs(runs):
+    for seed, (res, swap_det, swap_sto) in enumerate([(10.0, 10.5, 9.0), (10.4, 10.7, 9.2)]):
+        _finish(runs, "resnet-32ep", seed, res)
+        _finish(runs, "linear-1-0.5-32ep", seed, swap_det, swap_sto)
+        _finish(runs, "linear-0.5-1-32ep", seed, 12.0 + seed, 11.0 + seed * 0.2)
+    text = report.write(runs, runs.parent / "README.md")
+    assert "| Swapout, Linear(1, 0.5) | 2 | 10.60 ± 0.14 | 9.10 ± 0.14 | 6.43 / 5.68 |" in text
+    assert "| ResNet v2 Ours (baseline) | 2 | 10.20 ± 0.28 | - (no masks) |" in text
+    # swapout (9.10) against the ResNet (10.20): Welch's t over 2 + 2 seeds, df floored to 1 here
+    d, lo, hi, kind = report.difference([9.0, 9.2], [10.0, 10.4], 9980)
+    se = math.sqrt(0.02 / 2 + 0.08 / 2)
+    assert d == pytest.approx(-1.1) and hi == pytest.approx(-1.1 + 12.706 * se) and "Welch" in kind
+    assert report.verdict((d, lo, hi, kind)) == "cannot tell"  # two seeds: the interval is wide
+    assert "| Stochastic beats deterministic inference | holds |" in text  # -1.5 and -1.5, -1.0 and -0.8
+    assert "| More stochasticity in early layers hurts | holds |" in text  # 11.1 against 9.1
+    assert "| Linear(1, 0.5) is the best schedule | cannot tell yet (runs not finished) |" in text
+    assert "**6 of 18 runs finished**" in text and "6 resumption(s)" in text
+
+
+def test_one_seed_uses_the_test_sets_sampling_error_and_says_so():
+    d, lo, hi, kind = report.difference([8.0], [10.0], 10000)
+    half = 1.96 * 100 * math.sqrt(0.08 * 0.92 / 10000 + 0.1 * 0.9 / 10000)
+    assert (lo, hi) == pytest.approx((d - half, d + half)) and "seed spread not included" in kind
+    assert report.verdict((d, lo, hi, kind)) == "holds"
+    assert report.verdict((-d, -hi, -lo, kind)) == "does not hold"
