@@ -49,14 +49,26 @@ class PostgresServer:
     def stop(self, mode="fast"):
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def database(self) -> str:
-        """A new, empty database; its URL."""
+    def database(self, owner: str = "postgres") -> str:
+        """A new, empty database of ``owner``; its URL, without a password."""
         import psycopg
 
         name = f"t{uuid.uuid4().hex[:12]}"
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as c:
-            c.execute(f"CREATE DATABASE {name}")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+            c.execute(f"CREATE DATABASE {name} OWNER {owner}")
+        return f"postgresql://{owner}@127.0.0.1:{self.port}/{name}"
+
+    def password_role(self, password: str) -> str:
+        """A new role that must log in with ``password`` (every other role is trusted); its name."""
+        import psycopg
+
+        name = f"r{uuid.uuid4().hex[:12]}"
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # the first match counts
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as c:
+            c.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+        return name
 
     def remove(self):
         try:

@@ -68,7 +68,9 @@ def test_fixed_thetas_and_a_method_that_reads_one_theta():
     space = check_space({"theta1": "0.9", "theta2": {"schedules": ["constant"], "low": 0.5, "high": 0.7, "step": 0.1},
                          "method": ["stochastic_depth"]})
     trial = optuna.trial.FixedTrial({"method": "stochastic_depth", "theta2_value": 0.6})
-    assert suggest(trial, space, BASE) == {"method": "stochastic_depth", "theta2": "0.6"}  # no theta1: not read
+    # theta1 is not read by stochastic depth: cleared, so that a preset's own theta1 cannot make the config invalid
+    assert suggest(trial, space, BASE) == {"method": "stochastic_depth", "skipforward_on": "x", "theta1": None,
+                                           "theta2": "0.6"}
 
 
 def test_the_grid_is_every_step_and_needs_fixed_parameters():

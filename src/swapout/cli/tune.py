@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +13,32 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .checks import UsageError, overrides
 from .options import config_options, list_of, positive_int
+from .study import claim_folder, machine_checks, open_locked, visible_gpus, writable
 
 __all__ = ["tune_parser", "storage_options", "tune_checks", "run_tune", "run_campaign"]
 
 _WATCH = "watch it with: optuna-dashboard {url}"
+_REJOIN = "SWAPOUT_REJOIN"  # set by a --workers N command for its workers: the command that rejoins is its own
 
 
 def storage_options(parser: argparse.ArgumentParser, tune: bool) -> None:
     """The options that put a command's runs in a study that workers on many machines share."""
     group = parser.add_argument_group("the study (Optuna) that workers on any number of machines share")
-    group.add_argument("--storage", metavar="URL", help="the study's database, e.g. postgresql://user:pw@host/db: "
-                       "the same command with the same URL on any machine joins the study" +
+    group.add_argument("--storage", metavar="URL", help="the study's database, e.g. postgresql://user@host/db "
+                       "(its password from ~/.pgpass or PGPASSWORD, never printed): the same command with the same "
+                       "URL on any machine joins the study" +
                        (" (if not given: a SQLite file STUDY_DIR/study.db, one machine)" if tune else
                         " (if not given: a one-machine sweep)"))
     group.add_argument("--study", metavar="NAME", help="the study's name in the storage (if not given: "
                        + ("tune-<preset>" if tune else "sweep-<SWEEP_DIR's name>") + ")")
     group.add_argument("--workers", type=positive_int, metavar="N", help="workers on this machine, one process "
-                       "each (if not given: one per GPU of --gpus, else 1)")
+                       "each (if not given: one per GPU of --gpus, else 1; on the CPU use --workers, not --gpus)")
     group.add_argument("--heartbeat", type=positive_int, default=10, metavar="SECONDS",
                        help="how often a worker tells the study that its trial is alive; default: 10")
     group.add_argument("--grace", type=positive_int, default=60, metavar="SECONDS",
                        help="a trial whose last heartbeat is older than this is failed and retried by another "
-                            "worker, resuming from its checkpoint where its run directory can be reached; default: 60")
-    group.add_argument("--summary", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
-                       help=argparse.SUPPRESS)  # False in the processes that a worker with --workers N starts
+                            "worker, resuming from its checkpoint where its run directory can be reached; at least "
+                            "twice --heartbeat; default: 60")
 
 
 def tune_parser(sub) -> None:
@@ -48,18 +51,19 @@ def tune_parser(sub) -> None:
                                     "the summary, plots and best-config.json into STUDY_DIR. The same command "
                                     "continues the study; with --storage it runs on any number of machines.")
     tu.add_argument("--preset", required=True, help="the preset whose joins are searched (see 'swapout presets')")
-    tu.add_argument("--space", metavar="SPACE_JSON", help="the search space as JSON (if not given: theta1 and "
-                    "theta2 each linear(start,end) or constant, in [0.5, 1] by 0.05); see the README")
+    tu.add_argument("--space", metavar="SPACE_FILE", help="a JSON file that holds the search space (if not given: "
+                    "theta1 and theta2 each linear(start,end) or constant, in [0.5, 1] by 0.05); see docs/tuning.md")
     tu.add_argument("--trials", type=positive_int, default=16, metavar="N", help="trials in the study in all, "
-                    "pruned ones included; default: 16")
+                    "pruned ones included, fixed when the study is made; default: 16")
     tu.add_argument("--objective", choices=OBJECTIVES, default="deterministic", help="the held-out error to "
                     "minimise: deterministic, or stochastic (--eval-samples passes); default: deterministic")
     tu.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: tpe")
     tu.add_argument("--sampler-seed", type=int, default=0, metavar="S", help="the sampler's seed; default: 0")
     tu.add_argument("--pruner", choices=PRUNERS, default="median", help="default: median")
     tu.add_argument("--out", metavar="STUDY_DIR", help="the study's folder: its runs, summary and (without "
-                    "--storage) its database (if not given: runs/tune-<preset>)")
-    tu.add_argument("--gpus", type=list_of(int, "0,1"), help="one worker per listed GPU (if not given: one worker)")
+                    "--storage) its database (if not given: runs/<study>)")
+    tu.add_argument("--gpus", type=list_of(int, "0,1"), help="one worker per listed GPU (if not given: one worker; "
+                    "on the CPU, --workers N)")
     storage_options(tu, tune=True)
     config_options(tu, {"preset": argparse.SUPPRESS})
     tu.set_defaults(func=run_tune)
@@ -74,12 +78,13 @@ def tune_checks(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any
     this machine's fields (device, data folder)."""
     from ..runs.config import load_preset, merge_preset
     from ..tuning.search import base_config, make_pruner, make_sampler
-    from ..tuning.space import read_space
+    from ..tuning.space import read_space, size
     from ..tuning.storage import import_optuna
 
     import_optuna()
     given = overrides(args)
-    machine = {k: given.pop(k) for k in ("device", "data_dir") if k in given}
+    machine: Dict[str, Any] = {k: given.pop(k) for k in ("device", "data_dir") if k in given}
+    machine_checks(machine.get("device"), machine.get("data_dir"))
     values = merge_preset(load_preset(args.preset), given)
     if not values.get("val_split"):
         values["val_split"] = 5000
@@ -87,6 +92,10 @@ def tune_checks(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any
              "(give --val-split to choose)")
     base = base_config(values, args.objective)
     space = read_space(args.space)
+    if size(space, base) < 2:
+        raise UsageError(f"the space searches nothing for preset {args.preset}: its method {base['method']!r} reads "
+                         f"none of the space's thetas; give the space a method choice (e.g. \"method\": [\"swapout\", "
+                         f"\"stochastic_depth\"]) or choose another preset")
     sampler = make_sampler(args.sampler, args.sampler_seed, space, base)
     pruner = make_pruner(args.pruner, base["epochs"])
     return base, space, sampler, pruner, machine
@@ -95,60 +104,45 @@ def tune_checks(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any
 def _search(args: argparse.Namespace):
     """Everything checked before anything starts: the search, its storage and its study."""
     from ..tuning.search import Search
-    from ..tuning.storage import open_storage, open_study, storage_url
+    from ..tuning.storage import check_study_name, shown, storage_url
 
     base, space, sampler, pruner, machine = tune_checks(args)
-    name = args.study or f"tune-{args.preset.replace('/', '-')}"
+    name = check_study_name(args.study if args.study is not None else f"tune-{args.preset.replace('/', '-')}")
     study_dir = Path(args.out or f"runs/{name}")
     if study_dir.exists() and not study_dir.is_dir():
         raise UsageError(f"--out {study_dir} is a file: it must name the study's folder")
+    writable(study_dir, "--out")
     url = storage_url(args.storage, study_dir)
-    _claim_folder(study_dir, name, url)
-    storage = open_storage(url, args.heartbeat, args.grace)
     identity = {"kind": "tune", "preset": args.preset, "config": base, "space": space, "objective": args.objective,
                 "sampler": args.sampler, "sampler_seed": args.sampler_seed, "pruner": args.pruner,
                 "trials": args.trials}
-    study, created = open_study(storage, name, identity, sampler, pruner)
-    _claim_folder(study_dir, name, url, write=True)
-    plan = Search(base, space, args.objective, args.trials, study_dir, machine, _rejoin(args), args.summary)
-    _say(f"study {name} ({'new' if created else 'joined'}) in {_shown(url)}: {args.trials} trials of {args.preset}, "
+    made = not study_dir.exists()
+    try:
+        claim_folder(study_dir, name, url)
+        storage, study, created = open_locked(url, args, name, identity, sampler, pruner)
+        claim_folder(study_dir, name, url, write=True)
+    except ValueError:
+        if made:  # a refused start leaves nothing behind (a SQLite study's folder was made for its file)
+            shutil.rmtree(study_dir, ignore_errors=True)
+        raise
+    plan = Search(base, space, args.objective, args.trials, study_dir, machine, _rejoin(args))
+    _say(f"study {name} ({'new' if created else 'joined'}) in {shown(url)}: {args.trials} trials of {args.preset}, "
          f"{args.sampler} sampler (seed {args.sampler_seed}), {args.pruner} pruner, {args.objective} error on the "
          f"last {base['val_split']:,} training images" + (f" (the first {base['eval_limit']:,} of them)" if
                                                           base["eval_limit"] else "")
-         + f"; runs in {study_dir}; " + _WATCH.format(url=_shown(url)))
+         + f"; runs in {study_dir}; " + _WATCH.format(url=shown(url)))
     return study, storage, plan
 
 
-def _claim_folder(study_dir: Path, name: str, url: str, write: bool = False) -> None:
-    """One folder, one study: its trial-NNNN directories would otherwise mix two studies' runs. Checked before
-    the study is opened (``write`` False), recorded in STUDY_DIR/study.json once it is."""
-    import json
-
-    mark = study_dir / "study.json"
-    here = {"study": name, "storage": _shown(url)}
-    if mark.exists():
-        saved = json.loads(mark.read_text())
-        if saved != here:
-            raise UsageError(f"--out {study_dir} holds the runs of study {saved['study']!r} in {saved['storage']}; "
-                             f"give that study's --study and --storage to join it, or choose another --out")
-    elif write:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        mark.write_text(json.dumps(here) + "\n")
-    elif url.startswith("sqlite"):
-        study_dir.mkdir(parents=True, exist_ok=True)  # the database's own folder
-
-
-def _shown(url: str) -> str:
+def _rejoin(args: argparse.Namespace) -> str:
+    """The command that joins the study again: the one given (the parent's, in a worker that a --workers N
+    command started), with any password in a URL masked."""
     from ..tuning.storage import shown
 
-    return shown(url)
+    return os.environ.get(_REJOIN) or shlex.join(["swapout", *(shown(a) if "://" in a else a for a in args.argv)])
 
 
-def _rejoin(args: argparse.Namespace) -> str:
-    return shlex.join(["swapout", *args.argv])
-
-
-def _work(args: argparse.Namespace, study, storage, plan, gpus: Optional[List[str]]) -> None:
+def _work(args: argparse.Namespace, study, storage, plan, gpus: Optional[List[Optional[str]]]) -> None:
     """Run this machine's workers: here, or one process each when there are several."""
     from ..tuning.storage import StorageError
     from ..tuning.worker import Worker
@@ -159,59 +153,75 @@ def _work(args: argparse.Namespace, study, storage, plan, gpus: Optional[List[st
             status = Worker(study, storage, plan, args.heartbeat, _say).run()
         else:
             status = _spawn(args, workers, gpus)
-            if status == 0 and args.summary and not study.get_trials(deepcopy=False, states=_unfinished()):
-                plan.finish(study, _say)
     except StorageError as err:
         print(f"swapout {args.command}: {err}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     if status:
         raise SystemExit(status)
 
 
-def _unfinished():
-    import optuna
-
-    return (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-
-
-def _spawn(args: argparse.Namespace, workers: int, gpus: Optional[List[str]]) -> int:
+def _spawn(args: argparse.Namespace, workers: int, gpus: Optional[List[Optional[str]]]) -> int:
     """Start ``workers`` worker processes (one per GPU of ``gpus``, CUDA_VISIBLE_DEVICES values), wait for them;
     the worst exit status."""
     import signal
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    children = []
-    for i in range(workers):
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers))}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        argv = [*args.argv, "--workers", "1", "--summary", "false"]
-        children.append(subprocess.Popen([sys.executable, "-m", "swapout.cli", *_without_gpus(argv)], env=env))
-    forward = {sig: signal.signal(sig, lambda s, f: [c.send_signal(s) for c in children if c.poll() is None])
-               for sig in (signal.SIGTERM, signal.SIGINT)}
+    children: List[subprocess.Popen] = []
+    argv = [*_without(args.argv, "--gpus", "--workers"), "--workers", "1"]
+    # The workers start with Ctrl-C ignored until their own handlers are in place (a Ctrl-C in their first
+    # seconds would otherwise end their start-up with a traceback); this process passes it on as SIGTERM, which
+    # ends a worker that is still starting and puts a running worker's trial back.
+    received: List[str] = []
+
+    def forward(signum, frame):
+        received.append(signal.Signals(signum).name)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return max(c.wait() for c in children)
+        for i in range(workers):
+            if received:
+                break
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // workers)), _REJOIN: _rejoin(args)}
+            gpu = gpus[i % len(gpus)] if gpus else None
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpu
+            children.append(subprocess.Popen([sys.executable, "-m", "swapout.cli", *argv], env=env,
+                                             preexec_fn=_ignore_interrupt))
+        codes = [c.wait() for c in children]
+        if received:
+            _say(f"{received[0]}: passed on to this machine's workers, which stopped. Rejoin with: {_rejoin(args)}")
+        # a worker that the signal ended while it was still starting had no trial: it stopped cleanly
+        return max(0 if received and code == -signal.SIGTERM else code for code in codes)
     finally:
-        for sig, handler in forward.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _without_gpus(argv: List[str]) -> List[str]:
+def _ignore_interrupt() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _without(argv: List[str], *options: str) -> List[str]:
+    """``argv`` without ``options`` and their values."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
-        elif a == "--gpus":
+        elif a in options:
             skip = True
-        elif not a.startswith("--gpus="):
+        elif not a.startswith(tuple(f"{o}=" for o in options)):
             out.append(a)
     return out
 
 
 def run_tune(args: argparse.Namespace) -> None:
-    from ..training.sweep import slots
-
-    gpus = slots(1, args.gpus, "cuda") if args.gpus else None  # checked before the study is touched
+    """``swapout tune``: make or join the search's study and work on it."""
+    gpus = visible_gpus(args, "cuda") if args.gpus else None  # checked before the study is touched
     study, storage, plan = _search(args)
     _work(args, study, storage, plan, gpus)
 
@@ -219,25 +229,31 @@ def run_tune(args: argparse.Namespace) -> None:
 def run_campaign(args: argparse.Namespace, definition: Optional[Dict[str, Any]], device: str,
                  data_dir: Optional[str]) -> None:
     """``swapout sweep --storage``: make or join the campaign's study and work on it."""
-    from ..training.sweep import slots
     from ..training.sweep_plan import open_sweep
     from ..tuning.campaign import Campaign, queue_runs
-    from ..tuning.storage import import_optuna, open_storage, open_study, storage_url
+    from ..tuning.storage import check_study_name, import_optuna, shown, storage_url
 
     import_optuna()
     if args.pack or (definition or {}).get("pack"):
         raise UsageError("--pack trains on one machine: a sweep with --storage trains its runs one at a time per "
                          "worker")
-    free = slots(1, args.gpus, device)
-    definition = open_sweep(args.out, definition)
-    name = args.study or f"sweep-{Path(args.out).resolve().name}"
-    storage = open_storage(storage_url(args.storage, Path(args.out)), args.heartbeat, args.grace)
-    study, created = open_study(storage, name, {"kind": "sweep", "definition": definition})
-    if created:
-        queue_runs(study, definition)
+    for given, option in ((args.budget_minutes, "--budget-minutes"), (args.per_gpu != 1, "--per-gpu")):
+        if given:
+            raise UsageError(f"{option} belongs to the one-machine sweep: a sweep with --storage runs one worker per "
+                             f"GPU of --gpus, or --workers N on the CPU; leave out {option}")
+    free = visible_gpus(args, device)
+    name = check_study_name(args.study if args.study is not None else f"sweep-{Path(args.out).resolve().name}")
+    url = storage_url(args.storage, Path(args.out))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file: it must name a sweep's directory, new or existing")
+    writable(Path(args.out), "--out")
+    recorded = definition if definition is not None else open_sweep(args.out, None)
+    storage, study, created = open_locked(url, args, name, {"kind": "sweep", "definition": recorded},
+                                    fill=lambda s: queue_runs(s, recorded))
+    open_sweep(args.out, recorded)  # recorded once the study is open: a storage refused leaves nothing behind
     machine = {"device": "cpu" if free[0] is None else "cuda", **({"data_dir": data_dir} if data_dir else {})}
-    plan = Campaign(definition, Path(args.out), machine, _rejoin(args))
-    _say(f"campaign {name} ({'new' if created else 'joined'}) in {_shown(args.storage)}: {len(plan.runs)} runs in "
-         f"{args.out}; " + _WATCH.format(url=_shown(args.storage)))
+    plan = Campaign(recorded, Path(args.out), machine, _rejoin(args))
+    _say(f"campaign {name} ({'new' if created else 'joined'}) in {shown(url)}: {len(plan.runs)} runs in "
+         f"{args.out}; " + _WATCH.format(url=shown(url)))
     gpus = free if free[0] is not None and len(free) > 1 else None
     _work(args, study, storage, plan, gpus)

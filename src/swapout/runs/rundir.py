@@ -9,7 +9,8 @@
 
 Every file is written to a temporary name and renamed into place, so an interrupted write leaves the
 previous version intact. A checkpoint carries a SHA-256 of its payload; one that is truncated or
-corrupt is detected on load, and the previous one is used instead.
+corrupt is detected on load, and the previous one is used instead. Inside `guarded`, every write into a
+directory happens under that directory's guard (a lease that workers of one study share).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import json
 import os
 import pickle
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint", "write_pack", "read_pack"]
+__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint", "write_pack", "read_pack",
+           "guarded"]
 
 _MAGIC = b"SWAPOUT-CKPT-1\n"
 
@@ -34,12 +37,43 @@ class CheckpointError(ValueError):
     """No usable checkpoint: missing, truncated or corrupt."""
 
 
-def save_json(obj: Any, path: os.PathLike) -> None:
+_GUARDS: Dict[Path, Callable[[], ContextManager[Any]]] = {}
+
+
+@contextmanager
+def guarded(directory: Union[str, os.PathLike[str]], guard: Callable[[], ContextManager[Any]]) -> Iterator[None]:
+    """While the block runs, each write of this module into ``directory`` happens inside ``guard()``.
+
+    A guard may raise instead of letting the write happen: a worker that lost its trial's run directory to
+    a retry must write nothing more there (`swapout.tuning.trial_run.Lease`).
+
+    Args:
+        directory: the run directory.
+        guard: called for each write; the context manager it returns is held around the whole write.
+
+    Yields:
+        Nothing; the guard is removed when the block ends.
+    """
+    key = Path(directory).resolve()
+    _GUARDS[key] = guard
+    try:
+        yield
+    finally:
+        _GUARDS.pop(key, None)
+
+
+def _guard(path: Path) -> ContextManager[Any]:
+    guard = _GUARDS.get(Path(path).parent.resolve()) if _GUARDS else None
+    return guard() if guard else nullcontext()
+
+
+def save_json(obj: Any, path: Union[str, os.PathLike[str]]) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    with _guard(path):
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
 
 
 def _write_checkpoint(state: Dict[str, Any], path: Path) -> None:
@@ -54,12 +88,13 @@ def _write_checkpoint(state: Dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_checkpoint(state: Dict[str, Any], path: os.PathLike) -> None:
+def write_checkpoint(state: Dict[str, Any], path: Union[str, os.PathLike[str]]) -> None:
     """Write ``state`` to ``path`` atomically, with its checksum, in the format `read_checkpoint` reads."""
-    _write_checkpoint(state, Path(path))
+    with _guard(Path(path)):
+        _write_checkpoint(state, Path(path))
 
 
-def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
+def read_checkpoint(path: Union[str, os.PathLike[str]]) -> Dict[str, Any]:
     """Load a checkpoint written by this module, checking its digest; CheckpointError if unusable."""
     path = Path(path)
     try:
@@ -86,7 +121,7 @@ def read_checkpoint(path: os.PathLike) -> Dict[str, Any]:
 class RunDir:
     """The files of one training run, in ``path``."""
 
-    def __init__(self, path: os.PathLike):
+    def __init__(self, path: Union[str, os.PathLike[str]]):
         self.path = Path(path)
 
     config_path = property(lambda self: self.path / "config.json")
@@ -117,9 +152,10 @@ class RunDir:
 
     def save_checkpoint(self, state: Dict[str, Any]) -> None:
         """Write a new checkpoint; the current one becomes the previous one."""
-        if self.checkpoint_path.exists():
-            os.replace(self.checkpoint_path, self.previous_checkpoint_path)
-        _write_checkpoint(state, self.checkpoint_path)
+        with _guard(self.checkpoint_path):
+            if self.checkpoint_path.exists():
+                os.replace(self.checkpoint_path, self.previous_checkpoint_path)
+            _write_checkpoint(state, self.checkpoint_path)
 
     def latest_checkpoint(self) -> Tuple[Dict[str, Any], Path, List[str]]:
         """The latest usable checkpoint, the file it came from, and why any newer file was skipped.
@@ -127,7 +163,7 @@ class RunDir:
         Returns ``(state, path, skipped)``; ``skipped`` holds one line per damaged newer file, e.g.
         ``"checkpoint.pt: truncated or corrupt (...)"``. Raises CheckpointError if none is usable.
         """
-        errors = []
+        errors: List[Tuple[Path, str]] = []
         for path in (self.checkpoint_path, self.previous_checkpoint_path):
             if not path.exists():
                 continue
@@ -148,7 +184,7 @@ class RunDir:
         if not checkpoints:
             return False
         state, _, _ = self.latest_checkpoint()
-        kept = {k: state[k] for k in ("model", "config", "pack") if k in state}
+        kept: Dict[str, Any] = {k: state[k] for k in ("model", "config", "pack") if k in state}
         kept["state"] = {k: v for k, v in state.get("state", {}).items() if k != "sums"}
         _write_checkpoint(kept, self.weights_path)
         for path in checkpoints:
@@ -170,8 +206,9 @@ class RunDir:
 
     def write_metrics(self, rows: List[Dict[str, Any]]) -> None:
         tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.metrics_path)
+        with _guard(self.metrics_path):
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            os.replace(tmp, self.metrics_path)
 
     def read_results(self) -> Optional[Dict[str, Any]]:
         return json.loads(self.results_path.read_text()) if self.results_path.exists() else None

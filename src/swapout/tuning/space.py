@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional
 from ..checks import GRANULARITIES
 from ..methods import METHODS, JoinSpec
 
-__all__ = ["DEFAULT_SPACE", "SCHEDULES", "check_space", "read_space", "suggest", "grid", "describe", "THETAS"]
+__all__ = ["DEFAULT_SPACE", "SCHEDULES", "check_space", "read_space", "suggest", "grid", "describe", "THETAS",
+           "size"]
 
 THETAS = ("theta1", "theta2")
 SCHEDULES = ("linear", "constant")
@@ -127,22 +128,56 @@ def _values(entry: Dict[str, Any]) -> List[float]:
     return [round(entry["low"] + i * entry["step"], 10) for i in range(n + 1)]
 
 
+def _uses(method: str, base: Dict[str, Any]) -> tuple:
+    """The thetas that ``method`` reads, over the preset ``base``."""
+    return JoinSpec(method, skipforward_on=base.get("skipforward_on", "x") if method == "skipforward" else "x").uses()
+
+
+def size(space: Dict[str, Any], base: Dict[str, Any]) -> int:
+    """How many different trials ``space`` holds over the preset ``base``: 1 when it searches nothing there.
+
+    Args:
+        space: a space as `check_space` returns it.
+        base: the preset's config (its method, when the space chooses none).
+
+    Returns:
+        The number of distinct parameter sets that `suggest` can draw.
+    """
+    total = 0
+    for method in space.get("method", [base.get("method", "swapout")]):
+        n = len(space.get("granularity", [None]))
+        for name in THETAS:
+            entry = space.get(name)
+            if name in _uses(method, base) and isinstance(entry, dict):
+                k = len(_values(entry))
+                n *= sum(k * k if schedule == "linear" else k for schedule in entry["schedules"])
+        total += n
+    return total
+
+
 def suggest(trial, space: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
     """The config fields that ``trial`` (an Optuna trial) draws from ``space``; ``base`` is the preset's config.
 
     Returns the join fields to set over the preset: ``method``, ``granularity``, ``theta1``, ``theta2`` as the
-    config writes them (``"linear(0.95,0.6)"``, ``"0.75"``).
+    config writes them (``"linear(0.95,0.6)"``, ``"0.75"``). A drawn method clears the preset's thetas that it
+    does not read (stochastic depth over a swapout preset: theta1 goes), so that every draw is a valid config.
     """
     fields: Dict[str, Any] = {}
     if "method" in space:
         fields["method"] = trial.suggest_categorical("method", space["method"])
+        if fields["method"] != "skipforward":
+            fields["skipforward_on"] = "x"
     if "granularity" in space:
         fields["granularity"] = trial.suggest_categorical("granularity", space["granularity"])
     method = fields.get("method", base.get("method", "swapout"))
-    uses = JoinSpec(method, skipforward_on=base.get("skipforward_on", "x") if method == "skipforward" else "x").uses()
+    uses = _uses(method, base)
     for name in THETAS:
         entry = space.get(name)
-        if name not in uses or entry is None:
+        if name not in uses:
+            if "method" in fields:
+                fields[name] = None
+            continue
+        if entry is None:
             continue
         if isinstance(entry, str):
             fields[name] = entry
@@ -167,8 +202,7 @@ def grid(space: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, List[Any]]:
         raise ValueError("--sampler grid needs a fixed set of parameters: give each searched theta one schedule "
                          "and the space at most one method")
     out: Dict[str, List[Any]] = {k: list(space[k]) for k in ("method", "granularity") if k in space}
-    method = space.get("method", [base.get("method", "swapout")])[0]
-    uses = JoinSpec(method, skipforward_on=base.get("skipforward_on", "x") if method == "skipforward" else "x").uses()
+    uses = _uses(space.get("method", [base.get("method", "swapout")])[0], base)
     for name in THETAS:
         entry = space.get(name)
         if name in uses and isinstance(entry, dict):

@@ -8,16 +8,30 @@ attributes (the run directory among them) and its reports, so that another worke
 
 A study records what it is (``kind``, preset, config, space, objective) as its user attribute ``swapout``;
 a worker that brings anything else is refused, so one study is one search.
+
+What must happen one worker at a time (making the study on an empty database, drawing a trial, choosing who
+writes the summary) happens under the storage's one lock (`study_lock`), so that workers started at the same
+moment neither create Optuna's tables twice nor draw against a history that lacks another's draw.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
-__all__ = ["StorageError", "import_optuna", "storage_url", "open_storage", "open_study", "storage_errors", "shown"]
+__all__ = ["StorageError", "import_optuna", "storage_url", "open_storage", "open_study", "storage_errors", "shown",
+           "study_lock", "check_study_name"]
+
+BACKENDS = ("postgresql", "mysql", "sqlite")
+_EXPECTED = "postgresql://user@host/db (password from ~/.pgpass or PGPASSWORD), mysql+pymysql://..., or sqlite:///path"
+# the drivers SQLAlchemy tries first for a URL without one, and what to install instead
+_DRIVERS = {"postgresql": "pip install 'psycopg[binary]'",
+            "mysql": "pip install PyMySQL, and write the URL as mysql+pymysql://..."}
+_LOCK_KEY = 0x53574150_4F5554  # "SWAPOUT": PostgreSQL's advisory locks are keyed by a number
 
 
 class StorageError(RuntimeError):
@@ -51,14 +65,38 @@ def storage_errors() -> tuple:
 
 
 def storage_url(storage: Optional[str], study_dir: Path) -> str:
-    """The storage's URL: ``storage`` as given (``postgresql://`` uses psycopg 3 when psycopg2 is absent), or a
-    SQLite file ``study.db`` in ``study_dir``."""
+    """The storage's URL, checked before anything is created.
+
+    Args:
+        storage: the ``--storage`` URL as given (``postgres://`` is read as ``postgresql://``, which uses
+            psycopg 3 when psycopg2 is absent), or None.
+        study_dir: the study's folder, which holds the SQLite file ``study.db`` when ``storage`` is None.
+
+    Returns:
+        The URL that SQLAlchemy opens.
+
+    Raises:
+        ValueError: in one line, for a URL that cannot be parsed or names another kind of database.
+    """
     if storage is None:
         return f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     if "://" not in storage:
-        raise ValueError(f"--storage must be a database URL such as postgresql://user:password@host/db, "
-                         f"mysql://..., or sqlite:///path, got {storage!r}")
-    if storage.startswith("postgresql://"):
+        raise ValueError(f"--storage must be a database URL such as {_EXPECTED}; got {shown(storage)!r}")
+    if storage.startswith("postgres://"):  # Heroku's and libpq's spelling, which SQLAlchemy does not know
+        storage = "postgresql://" + storage[len("postgres://"):]
+    try:
+        parsed = make_url(storage)
+        parsed.port  # noqa: B018 (a port that is not a number fails here)
+    except (ArgumentError, ValueError) as err:
+        why = "its port is not a number" if "int()" in str(err) else str(err).splitlines()[0]
+        raise ValueError(f"--storage {shown(storage)}: not a database URL ({why}); expected {_EXPECTED}") from None
+    if parsed.get_backend_name() not in BACKENDS:
+        raise ValueError(f"--storage {shown(storage)}: unknown database {parsed.get_backend_name()!r}; expected "
+                         f"{_EXPECTED}")
+    if parsed.drivername == "postgresql":
         import importlib.util
 
         if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
@@ -67,18 +105,110 @@ def storage_url(storage: Optional[str], study_dir: Path) -> str:
 
 
 def shown(url: str) -> str:
-    """The URL without its password, for messages."""
+    """``url`` without its password (``***`` in its place), for messages, logs and files.
+
+    Args:
+        url: a database URL, parsable or not.
+
+    Returns:
+        The URL with any password masked.
+    """
     try:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a URL SQLAlchemy cannot parse is shown as given: the error says why
-        return url
+    except Exception:  # a URL SQLAlchemy cannot parse: mask what stands where a password would
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if Optuna can store it as a study's name; ValueError in one line otherwise.
+
+    Args:
+        name: the ``--study`` name.
+
+    Returns:
+        ``name``.
+
+    Raises:
+        ValueError: if it is empty or longer than Optuna's 512 characters.
+    """
+    if not name.strip():
+        raise ValueError("--study must name the study: give a non-empty name, or leave it out for the default")
+    if len(name) > 512:
+        raise ValueError(f"--study: a study's name holds at most 512 characters (Optuna's limit), got {len(name)}")
+    return name
+
+
+def _no_driver(url: str, err: ModuleNotFoundError) -> ValueError:
+    backend = url.split(":")[0].split("+")[0]
+    return ValueError(f"--storage {shown(url)}: its database driver is not installed ({err.name}): "
+                      f"{_DRIVERS.get(backend, 'install the driver SQLAlchemy names for it')}")
+
+
+@contextmanager
+def study_lock(url: str) -> Iterator[None]:
+    """Hold the storage's one lock: a PostgreSQL advisory lock or MySQL's named lock on a connection of its own
+    (released by the server if the worker dies), or a lock on a file beside a SQLite database (one machine).
+
+    Args:
+        url: the storage's URL, as `storage_url` returns it.
+
+    Yields:
+        Nothing; the lock is held until the block ends.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{parsed.database}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock, also on an exception
+        return
+    locks: Dict[str, Tuple[str, str, Dict[str, Any]]] = {
+        "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)", {"k": _LOCK_KEY}),
+        "mysql": ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)", {"k": "swapout"})}
+    take, give, values = locks[backend]
+    try:
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    except ModuleNotFoundError as err:
+        raise _no_driver(url, err) from None
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(take), values)
+            try:
+                yield
+            finally:
+                conn.execute(text(give), values)
+    finally:
+        engine.dispose()
 
 
 def open_storage(url: str, heartbeat: int = 10, grace: int = 60):
-    """An RDBStorage with heartbeats; ValueError in one line if the database cannot be reached."""
+    """An RDBStorage with heartbeats; ValueError in one line if the database cannot be reached.
+
+    Args:
+        url: the storage's URL, as `storage_url` returns it.
+        heartbeat: seconds between a running trial's heartbeats.
+        grace: seconds after its last heartbeat at which a trial counts as dead and is retried.
+
+    Returns:
+        An ``optuna.storages.RDBStorage``.
+
+    Raises:
+        ValueError: in one line, naming the database without its password: no driver, unreachable, or refused.
+    """
     optuna = import_optuna()
+    import sqlalchemy.exc
+
     engine: Dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith(("postgresql", "mysql")):
         engine["connect_args"] = {"connect_timeout": 10}
@@ -88,18 +218,25 @@ def open_storage(url: str, heartbeat: int = 10, grace: int = 60):
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                 inherit_intermediate_values=True))
     except ModuleNotFoundError as err:
-        raise ValueError(f"--storage {shown(url)}: its database driver is not installed ({err.name}); for "
-                         f"PostgreSQL: pip install 'psycopg[binary]'") from None
+        raise _no_driver(url, err) from None
     except (ImportError, ValueError) as err:
         raise ValueError(f"--storage {shown(url)}: {str(err).splitlines()[0]}") from None
     except storage_errors() as err:
         reason = str(getattr(err, "orig", err) or err).strip().splitlines()[0]
-        raise ValueError(f"--storage {shown(url)}: cannot reach the database ({reason})") from None
+        what = "cannot reach the database" if isinstance(err, (sqlalchemy.exc.OperationalError,
+                                                              sqlalchemy.exc.InterfaceError)) else \
+            "the database refused Optuna's tables"
+        raise ValueError(f"--storage {shown(url)}: {what} ({reason})") from None
 
 
-def _differences(saved: Dict[str, Any], given: Dict[str, Any]) -> str:
-    keys = sorted(k for k in set(saved) | set(given) if saved.get(k) != given.get(k))
-    return "; ".join(f"{k}: study {json.dumps(saved.get(k))}, given {json.dumps(given.get(k))}" for k in keys)
+def _differences(saved: Dict[str, Any], given: Dict[str, Any], prefix: str = "") -> str:
+    """The fields that differ, ``key: study X, given Y``; within a config, only its fields that differ."""
+    parts = []
+    for k in sorted(k for k in set(saved) | set(given) if saved.get(k) != given.get(k)):
+        a, b = saved.get(k), given.get(k)
+        parts.append(_differences(a, b, f"{prefix}{k}.") if isinstance(a, dict) and isinstance(b, dict) else
+                     f"{prefix}{k}: study {json.dumps(a)}, given {json.dumps(b)}")
+    return "; ".join(parts)
 
 
 def open_study(storage, name: str, identity: Dict[str, Any], sampler=None, pruner=None):
@@ -122,6 +259,14 @@ def open_study(storage, name: str, identity: Dict[str, Any], sampler=None, prune
     saved = study.user_attrs.get("swapout")
     if saved is None:
         raise ValueError(f"study {name!r} exists in this storage and was not made by swapout; choose another --study")
+    if saved.get("kind") != identity["kind"]:
+        what = {"tune": "a search (swapout tune)", "sweep": "a campaign (swapout sweep --storage)"}
+        raise ValueError(f"study {name!r} exists and is {what.get(saved.get('kind'), saved.get('kind'))}, not "
+                         f"{what[identity['kind']]}; choose another --study")
+    if {k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k)} == {"trials"}:
+        raise ValueError(f"study {name!r} was made for --trials {saved['trials']}, and a study's number of trials is "
+                         f"fixed when it is made: give --trials {saved['trials']} to join it, or a new --study to "
+                         f"search further")
     if saved != identity:
         raise ValueError(f"study {name!r} exists and is another search ({_differences(saved, identity)}); join it "
                          f"with the same options, or choose another --study")

@@ -17,18 +17,39 @@ from ..runs.config import JOIN_FIELDS, load_preset
 from ..runs.rundir import save_json
 from .space import describe
 
-__all__ = ["write_summary", "importances"]
+__all__ = ["write_summary", "importances", "best_trial"]
+
+
+def best_trial(study):
+    """The best trial of ``study``.
+
+    Args:
+        study: an Optuna study of ``swapout tune``.
+
+    Returns:
+        The complete trial of least value (the first of equals; Optuna's ``FrozenTrial``), or None if no trial
+        is complete.
+    """
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.value is not None]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
 
 
 def importances(study) -> Dict[str, float]:
     """Optuna's PED-ANOVA importances of the parameters every complete trial has (no extra dependency, unlike
     fANOVA's scikit-learn); empty when there are too few trials to say."""
+    import warnings
+
     import optuna
 
     try:
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-        return {k: round(float(v), 4) for k, v in
-                optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+        with warnings.catch_warnings():  # "too few trials": the summary then shows no importances
+            warnings.simplefilter("ignore")
+            return {k: round(float(v), 4) for k, v in
+                    optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
 
@@ -36,6 +57,8 @@ def importances(study) -> Dict[str, float]:
 def _rows(study) -> List[Dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
+        if "repeats" in t.user_attrs:  # a draw discarded before it ran: not a trial of the search
+            continue
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         rows.append({"trial": t.number, "state": t.state.name, "value": t.value, "last_report": last,
                      "epochs_reported": len(t.intermediate_values), "params": t.params, "run": t.user_attrs.get("run"),
