@@ -33,7 +33,7 @@ if torch.version.cuda is None and "torchvision" not in sys.modules and importlib
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _have_data() -> bool:
     """Whether CIFAR-10's compact copy is where swapout looks: the tests never download it."""
     from swapout.data import default_data_dir

@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import swapout
-from swapout import fused
+from swapout.kernels import fused
 
 if torch.version.cuda is None:
     # torchvision from PyPI beside a CPU-only torch: its compiled operators need CUDA and its import
     # fails registering them; the models need none of them.
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-import torchvision  # noqa: E402
+import torchvision
 
 
 def resnet18(stem: str) -> nn.Module:

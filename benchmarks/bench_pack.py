@@ -47,11 +47,25 @@ import numpy as np
 import torch
 
 import swapout
-from bench_train_gpu import (BATCH, EPOCHS, MEAN, STD, STEPS_PER_EPOCH, WORKER_TIMEOUT_S, alternating, backends,
-                             checked_device_and_networks, compiled_so_far, side_by_side, still_compiled, timed)
-from swapout.training.packing import pack
 from swapout.data.pipeline import TrainLoader
+from swapout.training.packing import pack
 from swapout.training.step import NotCompiled, TrainStep
+
+from bench_train_gpu import (
+    BATCH,
+    EPOCHS,
+    MEAN,
+    STD,
+    STEPS_PER_EPOCH,
+    WORKER_TIMEOUT_S,
+    alternating,
+    backends,
+    checked_device_and_networks,
+    compiled_so_far,
+    side_by_side,
+    still_compiled,
+    timed,
+)
 
 NETWORKS = {"w1": (20, 1), "w2": (20, 2), "32-w4": (32, 4)}  # name: (depth, width)
 TABLE1_RUNS = {"w1": 12, "w2": 18}  # Table 1: 4 rows at W x 1 and 6 at W x 2, 3 seeds each

@@ -73,7 +73,7 @@ def main() -> None:
     streams = {"swapout_pipeline": (b for e in range(10**6) for b in ours.batches(e)),
                **{k: (b for _ in range(10**6) for b in dl) for k, dl in loaders.items()}}
     seconds = {k: 0.0 for k in streams}
-    for name, stream in streams.items():  # warm-up: workers started, first batches made
+    for stream in streams.values():  # warm-up: workers started, first batches made
         for _ in range(2):
             step(*(t.to(device, non_blocking=True) for t in next(stream)))
     for _ in range(args.rounds):

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 import swapout
-from swapout import fused
 from swapout.evaluation.errors import rows_per_call
+from swapout.kernels import fused
 
 
 def sync(device: torch.device) -> None:
@@ -109,7 +109,7 @@ def bench_training(device: torch.device, reps: int, batch: int, depth: int, comp
                    widths=(1, 2)) -> dict:
     out = {"batch": batch, "depth": depth, "compiled": compile_model}
     for width in widths:
-        def make(method):
+        def make(method, width=width):
             return training_step(method, width, device, batch, depth, compile_model)
         fns = {"residual": make("resnet"),
                "swapout_fused": with_backend("fused", make("swapout")),
@@ -231,7 +231,8 @@ def main() -> None:
     reps = args.reps or (30 if device.type == "cuda" else 15)
     if not fused.available(torch.ones(1, device=device)):
         sys.exit(f"no fused kernel for {device}: nothing to compare")
-    info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads",
+    info = {"device": torch.cuda.get_device_name() if device.type == "cuda"
+            else f"cpu, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "reps": reps}
     print(json.dumps(info))
     results = {"info": info}

@@ -15,7 +15,7 @@ import time
 import torch
 
 import swapout
-from swapout import fused
+from swapout.kernels import fused
 
 
 def per_call_us(fn, device: torch.device, calls: int = 2000) -> float:
@@ -51,7 +51,7 @@ def main() -> None:
     fused.set_enabled(previous)
     out["seed_draw"] = per_call_us(lambda: fused.draw_seed(device, None), device)
     if device.type == "cuda":
-        from swapout import fused_triton
+        from swapout.kernels import triton_cuda as fused_triton
 
         y, seed = torch.empty_like(x), torch.tensor(1, device=device)
         out["bare_triton_launch"] = per_call_us(

@@ -31,7 +31,7 @@ if torch.version.cuda is None:
     # torchvision (which timm imports) from PyPI beside a CPU-only torch: its compiled operators need
     # CUDA and its import fails registering them; timm's models need none of them.
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-import timm  # noqa: E402
+import timm
 
 
 def build_model(width: int) -> nn.Module:

@@ -24,15 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inference_study_parts import (adaptive_stage, readme_stage, recalibration_stage,  # noqa: E402
-                                   uncertainty_stage)
+from inference_study_parts import adaptive_stage, readme_stage, recalibration_stage, uncertainty_stage
 
-import swapout  # noqa: E402
-from swapout.runs.config import TrainConfig  # noqa: E402
-from swapout.data.files import MEAN, STD, load_split  # noqa: E402
-from swapout.evaluation.errors import has_random_masks, split_logits  # noqa: E402
-from swapout.runs.experiment import build_model, eval_splits  # noqa: E402
-from swapout.runs.rundir import RunDir  # noqa: E402
+import swapout
+from swapout.data.files import MEAN, STD, load_split
+from swapout.evaluation.errors import has_random_masks, split_logits
+from swapout.runs.config import TrainConfig
+from swapout.runs.experiment import build_model, eval_splits
+from swapout.runs.rundir import RunDir
 
 SHARED = {
     "shared-swapout": ("shared swapout", "the shared GPU-trained swapout model (Swapout v2 W x 1, Linear(1, 0.5), "

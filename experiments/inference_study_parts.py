@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from inference_study_readme import readme_stage  # noqa: F401  (re-exported for the driver)
 
 from swapout.data import MEAN, STD
 from swapout.data.pipeline import eval_batches
@@ -19,8 +20,6 @@ from swapout.evaluation.recalibrate import recalibrate_bn
 from swapout.evaluation.uncertainty import entropy, mutual_information
 from swapout.evaluation.uncertainty_report import uncertainty_report
 from swapout.runs.rundir import save_json
-
-from inference_study_readme import readme_stage  # noqa: F401  (re-exported for the driver)
 
 DELTAS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CHOSEN_DELTA = 0.05
@@ -114,7 +113,8 @@ def recalibration_stage(subjects, data, test_split, out: Path, cap=None) -> None
     results = json.loads(path.read_text()) if path.exists() else {}
     for s in (s for s in subjects if s.stochastic):
         d = data[s.key]["test"]
-        det, sto = error_percent(d["deterministic"], d["labels"]), error_percent(d["passes"].softmax(-1).mean(0), d["labels"])
+        det = error_percent(d["deterministic"], d["labels"])
+        sto = error_percent(d["passes"].softmax(-1).mean(0), d["labels"])
         row = results.get(s.key) or {"model": s.label, "deterministic": det, "stochastic_30": sto, "variants": []}
         done = {(v["name"], v["seed"]) for v in row["variants"]}
         pool = len(s.train_labels)

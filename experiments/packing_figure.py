@@ -16,10 +16,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PANELS = [("test", "deterministic_error", "test, deterministic"), ("test", "stochastic_error", "test, stochastic"),
-          ("val", "deterministic_error", "held-out, deterministic"), ("val", "stochastic_error", "held-out, stochastic")]
+          ("val", "deterministic_error", "held-out, deterministic"),
+          ("val", "stochastic_error", "held-out, stochastic")]
 
 
 def errors(folder: Path, split: str, key: str) -> dict:

@@ -26,8 +26,8 @@ import torch
 import swapout
 from swapout.data.corruptions import BENCHMARK, SEVERITIES
 from swapout.data.files import load_split
-from swapout.runs.rundir import save_json
 from swapout.evaluation.shift import bootstrap_means, plot_shift
+from swapout.runs.rundir import save_json
 
 MODELS = {
     "swapout": ("swapout", "the shared swapout v2 20-layer W x 1, Linear(1, 0.5)",

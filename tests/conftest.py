@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-import swapout.fused as fused
 import swapout.ops as ops
+from swapout.kernels import fused
 
 # torchvision and timm, for the conversion tests, come from .interop/: see the conftest.py above this folder.
 

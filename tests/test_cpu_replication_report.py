@@ -23,7 +23,8 @@ def _finish(runs, name, seed, det, sto=None):
                                                 for e in range(32)))
     test = {"images": 9980, "deterministic_error": det, **({"stochastic_error": sto} if sto is not None else {})}
     (path / "results.json").write_text(json.dumps({"train_time_s": 1920.0, "splits": {"test": test}}))
-    (path / "train.log").write_text("\n=== 2026-12-06 15:10:32 swapout train\n\n=== 2026-12-06 17:10:32 swapout train\n")
+    started = "\n=== 2026-12-06 {} swapout train\n"
+    (path / "train.log").write_text(started.format("15:10:32") + started.format("17:10:32"))
 
 
 @pytest.fixture

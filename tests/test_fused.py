@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import swapout
-from swapout import fused
+from swapout.kernels import fused
 
-pytestmark = pytest.mark.skipif(not fused.available(torch.ones(1)), reason="no C compiler: fused CPU kernel unavailable")
+pytestmark = pytest.mark.skipif(not fused.available(torch.ones(1)),
+                                reason="no C compiler: fused CPU kernel unavailable")
 
 SHAPE = (8, 16, 12, 12)
 
@@ -209,7 +210,7 @@ def test_cuda_kernel_in_triton_interpreter_matches_cpu_kernel():
     pytest.importorskip("triton")
     out = _run("""
         import torch
-        from swapout import fused, fused_triton
+        from swapout.kernels import fused, triton_cuda as fused_triton
         seed = torch.tensor(987654321987, dtype=torch.int64)
         for n in (1, 64, 1000, 4099):
             t1, t2 = fused.threshold(0.3), fused.threshold(0.8)

@@ -196,7 +196,7 @@ def test_keep_rate_batch_granularity():
 def test_16_bit_tensors_keep_at_theta_not_at_theta_rounded_to_16_bits(dtype, method, monkeypatch):
     # Under autocast the joins see bf16 tensors; bf16 holds 0.9 as 0.8984. With the same seed, the
     # reference op's masks of 16-bit tensors must be those of float32 ones: the probabilities are not rounded.
-    monkeypatch.setattr(swapout.fused, "_enabled", False)  # float32 would take the fused kernel, 16 bits not
+    monkeypatch.setattr(swapout.kernels.fused, "_enabled", False)  # float32 would take the fused kernel, 16 bits not
     shape, theta = (256, 64, 8, 8), 0.9   # 2^20 units, so 0.0016 is about 5 standard errors
     outs = []
     for dt in (torch.float32, dtype):
@@ -375,7 +375,8 @@ def test_vmap_trains_four_stacked_swapout_models_one_step_with_masks_of_their_ow
         assert torch.isfinite(p).all() and not torch.equal(p, params[k]), k
     _, stepped, logits = _vmap_step("resnet")
     for i in range(1, 4):
-        assert torch.equal(logits[0], logits[i]) and torch.equal(stepped["head.2.weight"][0], stepped["head.2.weight"][i])
+        assert torch.equal(logits[0], logits[i])
+        assert torch.equal(stepped["head.2.weight"][0], stepped["head.2.weight"][i])
 
 
 def test_the_forward_pass_checks_no_theta_and_no_granularity(monkeypatch):

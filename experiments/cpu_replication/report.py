@@ -182,7 +182,8 @@ def progress_section(campaign: Dict) -> List[str]:
              f"together {train / 3600:.2f} h.", ""]
     for machine in campaign["machines"]:
         lines.append(f"- machine: {machine}")
-    lines += ["", "| run | epochs | state | test det. / stoch. error (%) | started |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| run | epochs | state | test det. / stoch. error (%) | started |",
+              "| --- | --- | --- | --- | --- |"]
     for r in runs:
         if r["failed"]:
             state = f"failed: {r['failed'][:120]}"
@@ -237,7 +238,8 @@ def budget_section(campaign: Dict, figure: Path) -> List[str]:
         lines += ["", f"![Test error against the training budget]({figure.name})"]
     lines += ["", "Mean ± sd over seeds, test error (%) on the 9,980 exact test images. The paper's 256-epoch "
               "figures (Tables 1 and 3, W x 1) are printed for reference only: nothing here was trained that long, "
-              "and any line drawn from 64 to 256 epochs would be an **extrapolation**, which this report does not make."]
+              "and any line drawn from 64 to 256 epochs would be an **extrapolation**, which this report does not "
+              "make."]
     return lines
 
 
@@ -336,7 +338,8 @@ def claims_section(campaign: Dict) -> List[str]:
                 sto_det.append(t["stochastic_error"] - t["deterministic_error"])
     mean_err = statistics.mean(test_errors(swap, "stochastic")) if test_errors(swap, "stochastic") else 10.0
     sto = paired(sto_det, n, mean_err)
-    early = difference(test_errors(group(campaign, "linear-0.5-1-32ep"), "stochastic"), test_errors(swap, "stochastic"), n)
+    early_sto = test_errors(group(campaign, "linear-0.5-1-32ep"), "stochastic")
+    early = difference(early_sto, test_errors(swap, "stochastic"), n)
     few = few_passes(campaign)
     lines = ["| the paper's claim | at this budget (32 epochs, W x 1) | the interval it rests on |",
              "| --- | --- | --- |",
@@ -379,7 +382,8 @@ def summary(campaign: Dict) -> List[str]:
     return (["### Table 2 at this budget", ""] + table2_section(campaign)
             + ["", "Test error (%) on the 9,980 exact test images, mean ± sd over seeds (n seeds per row). The "
                "paper's figures are for W x 2 at 256 epochs: the gap to them is the budget's, not a replication "
-               "failure.", "", "### The budget curve", ""] + budget_section(campaign, campaign["base"] / "budget-curve.png")
+               "failure.", "", "### The budget curve", ""]
+            + budget_section(campaign, campaign["base"] / "budget-curve.png")
             + ["", "### What each claim of the paper looks like here", ""] + claims_section(campaign)
             + ["", "### Implicit against explicit ensembles", ""] + ensembles_section(campaign["base"])
             + ["", "### Figure 2", ""] + figure2_section(campaign))

@@ -4,14 +4,20 @@
 output F(X), or X + F(X). Dropout, stochastic depth and residual networks are special cases.
 """
 
-from .convert import convert, find_joins
+from .conversion import convert, find_joins
 from .data.shifted import shifted_images
 from .evaluation.adaptive import adaptive_predict
 from .evaluation.inference import pass_logits, predict, set_inference, stochastic_passes, using_inference
 from .evaluation.recalibrate import recalibrate_bn
 from .evaluation.shift import evaluate_shift, plot_shift
-from .evaluation.uncertainty import (calibration_metrics, cross_fit_temperature, entropy, fit_temperature,
-                                     mutual_information, ood_metrics)
+from .evaluation.uncertainty import (
+                                     calibration_metrics,
+                                     cross_fit_temperature,
+                                     entropy,
+                                     fit_temperature,
+                                     mutual_information,
+                                     ood_metrics,
+)
 from .evaluation.uncertainty_report import uncertainty_report
 from .layers import Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout, SwapoutJoin, SwapoutN
 from .methods import METHODS, JoinSpec

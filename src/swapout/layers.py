@@ -22,7 +22,7 @@ module                output                                      masks
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +98,7 @@ class SwapoutJoin(nn.Module):
         """True when this forward pass draws masks: in training, or in stochastic inference."""
         return self.training or self.inference == "stochastic"
 
-    def _per_pass(self, join, tensors) -> Tensor:
+    def _per_pass(self, join: Callable[..., Tensor], tensors: Sequence[Tensor]) -> Tensor:
         k = self.passes_per_call
         if k == 1 or self.granularity != "batch" or not self.sampling:
             return join(*tensors)
@@ -158,12 +158,12 @@ class SwapoutN(SwapoutJoin):
             ``sum_i Theta_i * F_i``, with the inputs' shape and dtype.
         """
         if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
-            tensors = tuple(tensors[0])
-        return super().forward(*tensors)
+            return super().forward(*tensors[0])
+        return super().forward(*cast(Tuple[Tensor, ...], tensors))
 
 
 class Swapout(SwapoutJoin):
-    """Swapout of a block, equation 3: ``Y = Theta1*X + Theta2*F(X)``; ``forward(x, fx)``.
+    """Swapout of a block, equation 3: Y = Θ₁ ⊙ X + Θ₂ ⊙ F(X); ``forward(x, fx)``.
 
     Args:
         theta1: keep probability of the skip input X.
@@ -172,19 +172,28 @@ class Swapout(SwapoutJoin):
         generator: optional random source for the masks; the default generator of the device if None.
 
     Examples:
-        Inside a residual block:
+        Inside a residual block: ``self.join = swapout.Swapout(0.9, 0.7)`` in ``__init__``, and
+        ``return self.join(x, self.body(x))`` in ``forward``, instead of ``x + self.body(x)``.
 
-        ```python
-        self.join = swapout.Swapout(0.9, 0.7)                # in __init__
-        return self.join(x, self.body(x))                    # in forward, instead of x + self.body(x)
-        ```
+        >>> import torch
+        >>> import swapout
+        >>> join = swapout.Swapout(0.9, 0.7)
+        >>> join
+        Swapout(theta1=0.9, theta2=0.7, granularity='unit', inference='deterministic')
+        >>> x, fx = torch.ones(2, 4), torch.ones(2, 4)
+        >>> set(join.train()(x, fx).unique().tolist()) <= {0.0, 1.0, 2.0}   # each unit: 0, X, F(X) or X + F(X)
+        True
+        >>> join.eval()(x, fx)                      # deterministic inference: 0.9 X + 0.7 F(X)
+        tensor([[1.6000, 1.6000, 1.6000, 1.6000],
+                [1.6000, 1.6000, 1.6000, 1.6000]])
     """
 
     def __init__(self, theta1: float, theta2: float, granularity: str = "unit",
                  generator: Optional[torch.Generator] = None):
         super().__init__((theta1, theta2), granularity, generator)
 
-    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+    # two inputs, where SwapoutJoin.forward takes any number: a narrower signature, as nn.Module subclasses do
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:  # type: ignore[override]
         """Join a block's skip input and output.
 
         Args:
@@ -192,7 +201,7 @@ class Swapout(SwapoutJoin):
             fx: the block output F(X), same shape as ``x``.
 
         Returns:
-            ``Theta1*X + Theta2*F(X)``, with the shape and dtype of ``x``.
+            Θ₁ ⊙ X + Θ₂ ⊙ F(X), with the shape and dtype of ``x``.
         """
         return super().forward(x, fx)
 
@@ -200,12 +209,12 @@ class Swapout(SwapoutJoin):
 class Residual(Swapout):
     """A plain residual join ``X + F(X)``: swapout with theta1 = theta2 = 1."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(1.0, 1.0)
 
 
 class Dropout(Swapout):
-    """Dropout of the block output, equation 1: ``Y = Theta*F(X)``, no skip term, no rescaling.
+    """Dropout of the block output, equation 1: Y = Θ ⊙ F(X), no skip term, no rescaling.
 
     Args:
         theta: keep probability of F(X), in [0, 1].
@@ -218,7 +227,7 @@ class Dropout(Swapout):
 
 
 class ResidualDropout(Swapout):
-    """Dropout on the residual branch only: ``Y = X + Theta*F(X)``, no rescaling.
+    """Dropout on the residual branch only: Y = X + Θ ⊙ F(X), no rescaling.
 
     Args:
         theta: keep probability of F(X), in [0, 1].
@@ -231,7 +240,7 @@ class ResidualDropout(Swapout):
 
 
 class StochasticDepth(Swapout):
-    """Layer dropout / stochastic depth (Huang et al. 2016): ``Y = X + Theta*F(X)``, one draw per block.
+    """Layer dropout / stochastic depth (Huang et al. 2016): Y = X + Θ ⊙ F(X), one draw per block.
 
     Args:
         theta: survival probability of the block.
@@ -251,8 +260,8 @@ class SkipForward(SwapoutJoin):
         theta: probability that a unit reports the input named by ``on``.
         granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"`` (see `swapout.ops.mask_shape`).
         generator: optional random source for the masks; the default generator of the device if None.
-        on: ``"x"`` (equation 4 as printed): ``Y = Theta*X + (1-Theta)*F(X)``; ``"fx"``: Theta on
-            F(X), ``Y = (1-Theta)*X + Theta*F(X)``.
+        on: ``"x"`` (equation 4 as printed): Y = Θ ⊙ X + (1 - Θ) ⊙ F(X); ``"fx"``: Θ on
+            F(X), Y = (1 - Θ) ⊙ X + Θ ⊙ F(X).
 
     Raises:
         ValueError: if ``on`` is neither ``"x"`` nor ``"fx"``, ``theta`` is not in [0, 1], or ``granularity``
@@ -266,7 +275,8 @@ class SkipForward(SwapoutJoin):
         super().__init__((check_theta(theta),), granularity, generator)
         self.on = on
 
-    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+    # two inputs, where SwapoutJoin.forward takes any number: a narrower signature, as nn.Module subclasses do
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:  # type: ignore[override]
         """Let each unit (or channel, sample, batch) report either ``x`` or ``fx``.
 
         Args:
@@ -274,7 +284,7 @@ class SkipForward(SwapoutJoin):
             fx: the block output F(X), same shape as ``x``.
 
         Returns:
-            ``Theta*X + (1-Theta)*F(X)`` (``on="x"``) or ``(1-Theta)*X + Theta*F(X)`` (``on="fx"``), with the
+            Θ ⊙ X + (1 - Θ) ⊙ F(X) (``on="x"``) or (1 - Θ) ⊙ X + Θ ⊙ F(X) (``on="fx"``), with the
             shape and dtype of ``x``; with expectations for the masks in deterministic inference.
         """
         kept, other = (x, fx) if self.on == "x" else (fx, x)

@@ -8,12 +8,19 @@ mask granularity, checks them once, and builds one join module per block for a n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
-
-from torch import nn
+from typing import Callable, List, Optional, Tuple
 
 from .checks import check_granularity
-from .layers import SKIPFORWARD_ON, Dropout, Residual, ResidualDropout, SkipForward, StochasticDepth, Swapout
+from .layers import (
+    SKIPFORWARD_ON,
+    Dropout,
+    Residual,
+    ResidualDropout,
+    SkipForward,
+    StochasticDepth,
+    Swapout,
+    SwapoutJoin,
+)
 from .schedules import ScheduleLike, parse_schedule
 
 __all__ = ["METHODS", "DEFAULT_SCHEDULE", "JoinSpec"]
@@ -50,9 +57,9 @@ class JoinSpec:
         granularity: mask granularity; None gives ``"unit"``, or ``"batch"`` for stochastic depth (in
             data-parallel training, one draw per process's share of the mini-batch).
         skipforward_on: which input SkipForward's theta keeps. ``"x"`` reads equation 4 as printed,
-            ``Y = Theta*X + (1-Theta)*F(X)`` with theta1; with Linear(1, 0.5) the first block then
-            always reports X and its weights never learn. ``"fx"`` puts Theta on F(X),
-            ``Y = (1-Theta)*X + Theta*F(X)`` with theta2; the first block then always reports F(X).
+            Y = Θ ⊙ X + (1 - Θ) ⊙ F(X) with theta1; with Linear(1, 0.5) the first block then
+            always reports X and its weights never learn. ``"fx"`` puts Θ on F(X),
+            Y = (1 - Θ) ⊙ X + Θ ⊙ F(X) with theta2; the first block then always reports F(X).
 
     The schedules are parsed and checked once, here; `joins` resolves them for a network.
 
@@ -61,6 +68,12 @@ class JoinSpec:
             another method than ``"skipforward"``, a theta the method does not read, a schedule that does not
             parse, a granularity for ``"resnet"``, or a granularity other than ``"batch"`` or ``"sample"`` for
             ``"stochastic_depth"``.
+
+    Examples:
+        >>> import swapout
+        >>> spec = swapout.JoinSpec("stochastic_depth", theta2="linear(1,0.5)")
+        >>> [join.thetas for join in spec.joins(3)]          # survival probabilities, first block to last
+        [(1.0, 1.0), (1.0, 0.75), (1.0, 0.5)]
     """
 
     method: str = "swapout"
@@ -69,7 +82,7 @@ class JoinSpec:
     granularity: Optional[str] = None
     skipforward_on: str = "x"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.skipforward_on not in SKIPFORWARD_ON:
@@ -107,7 +120,7 @@ class JoinSpec:
             return ("theta1",) if self.skipforward_on == "x" else ("theta2",)
         return _METHOD_THETAS[self.method]
 
-    def joins(self, num_blocks: int) -> List[nn.Module]:
+    def joins(self, num_blocks: int) -> List[SwapoutJoin]:
         """One join module per block of a network with ``num_blocks`` blocks.
 
         Args:
@@ -121,8 +134,8 @@ class JoinSpec:
                 number of thetas.
         """
         values = {name: getattr(self, name).values(num_blocks) for name in self.uses()}
-        g = self.granularity
-        build = {
+        g = self.granularity or "unit"  # set by __post_init__; the fallback is for the type checker
+        build: Callable[[int], SwapoutJoin] = {
             "resnet": lambda i: Residual(),
             "swapout": lambda i: Swapout(values["theta1"][i], values["theta2"][i], g),
             "dropout": lambda i: Dropout(values["theta2"][i], g),

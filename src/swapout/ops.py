@@ -21,25 +21,25 @@ Masks come in four granularities: ``"unit"`` (one draw per element, the paper's 
 per sample) and ``"batch"`` (one for the whole mini-batch, as in stochastic depth).
 
 With ``sample=True`` and unit granularity, two-term swapout on CPU and CUDA tensors runs through a
-fused kernel (`swapout.fused`) that regenerates its masks in the backward pass instead of
+fused kernel (`swapout.kernels.fused`) that regenerates its masks in the backward pass instead of
 storing them. Everything else runs through the reference implementation in this module, which is
 also the fallback when no fused kernel can be built.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from . import fused
 from .checks import GRANULARITIES, check_granularity, check_theta
+from .kernels import fused
 
 __all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "masked_sum", "masked_skipforward"]
 
 
-def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
+def mask_shape(shape: Sequence[int], granularity: str) -> Tuple[int, ...]:
     """Shape of one Bernoulli mask for a tensor of ``shape`` at ``granularity``.
 
     The mask broadcasts against the tensor: ``"unit"`` gives ``shape`` itself, ``"channel"``
@@ -60,7 +60,7 @@ def mask_shape(shape: Sequence[int], granularity: str) -> tuple:
     return _mask_shape(tuple(shape), granularity)
 
 
-def _mask_shape(shape: tuple, granularity: str) -> tuple:
+def _mask_shape(shape: Tuple[int, ...], granularity: str) -> Tuple[int, ...]:
     ones = (1,) * len(shape)
     if granularity == "unit":
         return shape
@@ -73,7 +73,7 @@ def _mask_shape(shape: tuple, granularity: str) -> tuple:
     return shape[:keep] + ones[keep:]
 
 
-def _bernoulli(shape: tuple, theta: float, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+def _bernoulli(shape: Tuple[int, ...], theta: float, like: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """One Bernoulli(theta) mask of ``shape``, with ``like``'s dtype and device.
 
     Every reference-path mask is drawn here; tests replace this function to record or replay masks.
@@ -87,7 +87,7 @@ def _bernoulli(shape: tuple, theta: float, like: Tensor, generator: Optional[tor
     return torch.bernoulli(probs, generator=generator).to(like.dtype)
 
 
-def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> list:
+def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> List[float]:
     if len(tensors) == 0:
         raise ValueError("swapout needs at least one tensor, got none")
     if len(thetas) != len(tensors):
@@ -134,6 +134,14 @@ def swapout_sum(
     Raises:
         ValueError: if there are no tensors, the numbers of tensors and thetas differ, a tensor is not a
             ``torch.Tensor``, the shapes differ, a theta is not in [0, 1], or ``granularity`` is unknown.
+
+    Examples:
+        >>> import torch
+        >>> import swapout
+        >>> f1, f2, f3 = torch.ones(2, 3), torch.full((2, 3), 2.0), torch.full((2, 3), 4.0)
+        >>> swapout.swapout_sum([f1, f2, f3], [1.0, 0.5, 0.25], sample=False)   # 1 + 0.5 * 2 + 0.25 * 4
+        tensor([[3., 3., 3.],
+                [3., 3., 3.]])
     """
     thetas = _check_tensors(tensors, thetas)
     check_granularity(granularity)
@@ -175,7 +183,7 @@ def swapout(
     granularity: str = "unit",
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """Swapout of a block, equation 3 of the paper: ``Y = Theta1 * X + Theta2 * F(X)``.
+    """Swapout of a block, equation 3 of the paper: Y = Θ₁ ⊙ X + Θ₂ ⊙ F(X).
 
     Args:
         x: the block's skip input X.
@@ -195,6 +203,17 @@ def swapout(
 
     Raises:
         ValueError: as `swapout_sum`, for a bad theta, granularity, tensor or shape mismatch.
+
+    Examples:
+        >>> import torch
+        >>> import swapout
+        >>> x, fx = torch.ones(2, 3), torch.full((2, 3), 2.0)
+        >>> y = swapout.swapout(x, fx, 0.5, 0.5)       # sampled: each unit is 0, 1, 2 or 3
+        >>> set(y.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+        True
+        >>> swapout.swapout(x, fx, 0.5, 0.25, sample=False)   # expectations: 0.5 * 1 + 0.25 * 2
+        tensor([[1., 1., 1.],
+                [1., 1., 1.]])
     """
     return swapout_sum((x, fx), (theta1, theta2), sample=sample, granularity=granularity, generator=generator)
 
@@ -208,7 +227,7 @@ def skipforward(
     granularity: str = "unit",
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """SkipForward, equation 4 of the paper: ``Y = Theta * X + (1 - Theta) * F(X)``.
+    """SkipForward, equation 4 of the paper: Y = Θ ⊙ X + (1 - Θ) ⊙ F(X).
 
     One mask, coupled: each unit reports either X (with probability ``theta``) or F(X).
     Deterministic inference gives ``theta*X + (1-theta)*F(X)``.

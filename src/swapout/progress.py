@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Dict, Optional, TextIO
 
 from tqdm.auto import tqdm
 
@@ -40,7 +40,8 @@ class Progress:
         self.total, self.label, self.unit, self.initial = total, label, unit, initial
         self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit, unit_scale=True, file=self.stream,
                         disable=not tty, dynamic_ncols=True, smoothing=0.1)
-        self.done, self.start, self.figures = initial, time.time(), {}
+        self.done, self.start = initial, time.time()
+        self.figures: Dict[str, str] = {}
         self.next_tenth = initial * 10 // total + 1 if total else 1
 
     def update(self, n: int, **figures: float) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 from .checks import check_theta
 
@@ -55,7 +55,7 @@ class Constant(Schedule):
 
     theta: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "theta", check_theta(self.theta))
 
     def values(self, num_blocks: int) -> List[float]:
@@ -94,7 +94,7 @@ class Linear(Schedule):
     a: float
     b: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "a", check_theta(self.a, "a"))
         object.__setattr__(self, "b", check_theta(self.b, "b"))
 
@@ -132,9 +132,9 @@ class Explicit(Schedule):
         ValueError: if ``thetas`` is empty or a theta is not a number in [0, 1].
     """
 
-    thetas: tuple
+    thetas: Tuple[float, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.thetas) == 0:
             raise ValueError("an explicit schedule needs at least one theta")
         object.__setattr__(self, "thetas", tuple(check_theta(t) for t in self.thetas))
@@ -162,6 +162,9 @@ class Explicit(Schedule):
 
 
 ScheduleLike = Union[Schedule, float, int, str, Sequence[float]]
+"""A keep probability per block, in any of the forms that `parse_schedule` reads: a `Schedule`, a number in
+[0, 1] (the same for every block), a string in the paper's notation (``"0.8"``, ``"linear(1,0.5)"``, ``"0.2,0.5,0.8"``)
+or a sequence of numbers, one per block."""
 
 _LINEAR = re.compile(r"^linear\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)$", re.IGNORECASE)
 _HELP = "a number in [0, 1] ('0.8'), 'linear(a, b)' with a, b in [0, 1], or a comma-separated list ('0.2,0.5,0.8')"
@@ -188,6 +191,13 @@ def parse_schedule(spec: ScheduleLike) -> Schedule:
 
     Raises:
         ValueError: for anything else (a boolean included), or for a theta outside [0, 1].
+
+    Examples:
+        >>> import swapout
+        >>> swapout.parse_schedule("linear(1,0.5)").values(6)    # first block to last, both ends included
+        [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+        >>> swapout.parse_schedule(0.8).values(3), swapout.parse_schedule("0.2,0.5,0.8").values(3)
+        ([0.8, 0.8, 0.8], [0.2, 0.5, 0.8])
     """
     if isinstance(spec, Schedule):
         return spec

@@ -102,7 +102,8 @@ def test_glass_blur_at_severity_1_moves_each_pixel_by_at_most_one_step_up_or_lef
 @pytest.mark.parametrize("severity,factor", [(1, 0.75), (5, 0.15)])
 def test_contrast_shrinks_the_spread_about_the_channel_mean(severity, factor):
     y = _run("contrast", severity)
-    spread = lambda a: (a - a.mean((1, 2), keepdims=True)).std()
+    def spread(a):
+        return (a - a.mean((1, 2), keepdims=True)).std()
     assert spread(y) / spread(XF) == pytest.approx(factor, abs=0.01)
     assert np.abs(y.mean((1, 2)) - XF.mean((1, 2))).max() < 0.5  # the means stay
 
@@ -177,7 +178,8 @@ def test_elastic_transform_moves_pixels_but_keeps_their_distribution(severity):
 
 
 def test_pixelate_repeats_pixels_more_at_severity_5():
-    equal = lambda a: (np.diff(a, axis=2) == 0).all(-1).mean()
+    def equal(a):
+        return (np.diff(a, axis=2) == 0).all(-1).mean()
     assert equal(_run("pixelate", 5)) > 0.3 > equal(_run("pixelate", 1)) > equal(XF) + 0.01
 
 

@@ -29,7 +29,7 @@ def _official_archive(tmp_path: Path, monkeypatch, payloads=None) -> Path:
     tar_path = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:
         for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
-            for i, name in enumerate(names):
+            for name in names:
                 raw = payloads.get(name) or pickle.dumps(_batch(20, hash(name) % 1000), protocol=2)
                 spec[split][name] = hashlib.md5(raw).hexdigest()
                 info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")

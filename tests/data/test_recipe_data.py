@@ -39,7 +39,7 @@ def test_mean_and_std_are_those_of_the_training_images():
 
 # -- augmentation: translations of up to 4 pixels, left-right flips ------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _augmented_views(crop, batches, batch_size):
     """Offsets (dy, dx) and flips of every augmented image, (batches, batch_size) each, read from the
     loader's output alone.

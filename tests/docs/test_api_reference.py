@@ -138,3 +138,34 @@ def _gaps(name, package):
 def test_every_entry_documents_its_arguments_returns_and_errors(package):
     gaps = [gap for name in sorted(entries()) for gap in _gaps(name, package)]
     assert not gaps, "docstrings with gaps:\n" + "\n".join(gaps)
+
+
+def _signature_functions(obj):
+    if obj.is_function:
+        yield obj
+    elif obj.is_class:
+        for key, member in obj.members.items():
+            if not member.is_alias and member.is_function and (not key.startswith("_") or key == "__init__"):
+                yield member
+
+
+def test_every_type_in_a_public_signature_has_an_entry(package):
+    """A type of swapout's own that a public signature names (``ScheduleLike``, ``Patterns``, ``Join``, ...) has
+    an entry of its own, so that the signature links to it. Private helpers (``_Log``) are described by the
+    argument's docstring instead."""
+    rendered = {_target(name, package).path for name in entries()}
+    missing = set()
+    for name in entries():
+        for function in _signature_functions(_target(name, package)):
+            annotations = [p.annotation for p in function.parameters] + [function.returns]
+            for annotation in annotations:
+                if annotation is None or isinstance(annotation, str):
+                    continue
+                for part in annotation.iterate(flat=True):
+                    if not isinstance(part, griffe.ExprName) or not part.canonical_path.startswith("swapout."):
+                        continue
+                    target = package[part.canonical_path[len("swapout."):]]
+                    path = (target.final_target if target.is_alias else target).path
+                    if path not in rendered and not path.rpartition(".")[2].startswith("_"):
+                        missing.add(f"{path} (in {name})")
+    assert not missing, f"types in public signatures without an entry in docs/api/: {sorted(missing)}"

@@ -61,3 +61,25 @@ def test_the_readmes_links_into_the_site_lead_to_pages():
     links = re.findall(r"\]\((docs/[^)#]+)", (ROOT / "README.md").read_text())
     assert len(links) >= 10
     assert [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def test_figures_linked_from_the_pages_exist_where_github_looks():
+    # a page's image path is read from docs/ on GitHub, and the site maps ../results/ to the copy it serves
+    # (docs/hooks.py)
+    images = [(page.name, path) for page in PAGES[1:]
+              for path in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text()) if not path.startswith("http")]
+    assert images, "the pattern finds the pages' figures"
+    assert [(name, path) for name, path in images if not (ROOT / "docs" / path).is_file()] == []
+
+
+def test_every_tutorial_links_into_the_reference():
+    import yaml
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    tutorials = next(item["Tutorials"] for item in nav if isinstance(item, dict) and "Tutorials" in item)
+    pages = [next(iter(entry.values())) for entry in tutorials]
+    assert len(pages) >= 8
+    # an autorefs link to an API entry ([text][swapout.name]) or a link to a command's page
+    linked = re.compile(r"\]\[swapout\.[\w.]+\]|\]\(cli/\w+\.md")
+    unlinked = [page for page in pages if not linked.search((ROOT / "docs" / page).read_text())]
+    assert unlinked == [], f"tutorials with no link into the reference: {unlinked}"

@@ -239,7 +239,7 @@ def test_an_empty_folder_has_nothing_to_evaluate(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"swapout eval: error: no checkpoint in {tmp_path}: nothing to evaluate (a run directory " \
-                          f"holds checkpoint.pt; or give a checkpoint file)"
+                          f"holds checkpoint.pt or, once finished, weights.pt; or give a checkpoint file)"
 
 
 def test_a_packs_folder_or_checkpoint_is_refused_naming_its_runs(tmp_path, capsys):

@@ -75,7 +75,8 @@ def _same_run(a: Path, b: Path) -> None:
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_time_s"} for r in rows]  # noqa: E731
     assert strip(RunDir(a).read_metrics()) == strip(RunDir(b).read_metrics())
     assert len(RunDir(a).read_metrics()) == TINY["epochs"]
-    assert json.loads((a / "results.json").read_text())["splits"] == json.loads((b / "results.json").read_text())["splits"]
+    splits = [json.loads((run / "results.json").read_text())["splits"] for run in (a, b)]
+    assert splits[0] == splits[1]
     ca, cb = read_checkpoint(a / "checkpoint.pt"), read_checkpoint(b / "checkpoint.pt")
     assert ca["state"]["global_step"] == cb["state"]["global_step"] == 31 * TINY["epochs"]
     wa, wb = ca["model"], cb["model"]

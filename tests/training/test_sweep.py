@@ -68,7 +68,8 @@ def test_plan_knows_done_resumable_and_new_runs_and_their_commands(tmp_path):
             (run.path / name).write_text("{}")
     assert [r.state for r in runs] == ["done", "resume", "restart", "new", "new"]
 
-    assert sweep_plan.train_args(runs[1], "cpu") == ["train", "--quiet", "--device", "cpu", "--resume", str(runs[1].path)]
+    resume = ["train", "--quiet", "--device", "cpu", "--resume", str(runs[1].path)]
+    assert sweep_plan.train_args(runs[1], "cpu") == resume
     for run, seed in ((runs[3], 3), (runs[4], 5)):  # a new run gets its whole config, typed, as JSON
         args = build_parser().parse_args(sweep_plan.train_args(run, "cuda", data_dir="/d"))
         assert args.out == str(run.path) and (args.device, args.data_dir) == ("cuda", "/d")

@@ -38,8 +38,8 @@ def demo(steps: int = 3, batch: int = 32, samples: int = 30, seed: int = 0) -> N
 
     model = swapout.create_model("resnet_v2_ours", depth=20, width=1, theta1="linear(1,0.5)",
                                  theta2="linear(1,0.5)")
-    print(f"\nSwapout v2 (20) W x 1, Linear(1, 0.5): first join {model.blocks[0].join}, "
-          f"last {model.blocks[-1].join}")
+    joins = swapout.find_joins(model)
+    print(f"\nSwapout v2 (20) W x 1, Linear(1, 0.5): first join {joins[0].module}, last {joins[-1].module}")
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     start = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 __all__ = ["boolean", "list_of", "positive_float", "positive_int", "or_none", "config_options", "NONE_WORDS"]
 
@@ -99,7 +99,8 @@ def config_options(parser: argparse.ArgumentParser, changes: Optional[Dict[str, 
         if f.name == "preset":
             continue
         optional = str(f.type).startswith("Optional[")
-        kind = {"int": int, "float": float, "bool": boolean}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        kinds: Dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": boolean}
+        kind = kinds.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
         if f.name == "milestones":
             kind = list_of(int, "196,224")
         if f.name == "compile":  # "auto", the word of earlier versions, still means None

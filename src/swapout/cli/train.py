@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Union
 
 from .checks import UsageError, resume_note, train_config
 from .checks import overrides as _overrides
@@ -39,7 +41,7 @@ def _train(args: argparse.Namespace) -> None:
         note = resume_note(run.path, cfg, args.re_evaluate)
         if note:
             print(f"swapout train: {note}", file=sys.stderr)
-        out = run.path
+        out: Union[str, Path] = run.path
         if note and not args.re_evaluate:  # finished: its results stand, whichever command computed them
             from ..runs.report import report_table
 
@@ -53,7 +55,7 @@ def _train(args: argparse.Namespace) -> None:
         results = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     if "stopped" in results or int(os.environ.get("RANK", "0")) != 0:
         return
     from ..runs.report import report_table
@@ -73,7 +75,7 @@ def _train_pack(args: argparse.Namespace, overrides: dict) -> None:
         results = train_pack(args.pack_dir, progress=not args.quiet, changes=overrides)
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     failed = [r["failed"] for r in results if "failed" in r]
     if failed:
         print(f"swapout train: {len(failed)} of {len(results)} runs of the pack stopped: " + "; ".join(failed),

@@ -8,11 +8,15 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .joins_graph import LeafSpec
+from .graph import LeafSpec
 
 __all__ = ["Patterns", "patterns", "leaf_spec"]
 
 Patterns = Union[None, str, Sequence[str]]
+"""Which joins `swapout.convert` and `swapout.find_joins` take (``include``) or leave out (``exclude``): None
+(every join), one glob pattern in `fnmatch` syntax (``"layer3.*"``), or a list or tuple of them. A pattern
+matches a join when it matches the join module's path (``"layer3.0.swapout_join"``) or the path of the block
+whose forward holds the join (``"layer3.0"``)."""
 
 
 def patterns(value: Patterns, name: str) -> Optional[Tuple[str, ...]]:

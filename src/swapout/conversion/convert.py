@@ -3,7 +3,7 @@
 The paper applies swapout to its own CIFAR ResNets and names other architectures as future work
 (Singh, Hoiem, Forsyth, NeurIPS 2016, section 5). `convert` traces a model with ``torch.fx``,
 finds every residual join (``X + F(X)``, or ``D(X) + F(X)`` with a projection shortcut; the rule is
-given in `swapout.joins_graph.classify`) and puts the join module of the chosen method in its
+given in `swapout.conversion.graph.classify`) and puts the join module of the chosen method in its
 place, with the method's schedules running over the joins in forward order. `find_joins` is the
 dry run: what would be converted, and with which thetas.
 """
@@ -17,18 +17,19 @@ from typing import List, Optional, Tuple
 
 from torch import fx, nn
 
-from .convert_args import Patterns, leaf_spec, patterns
-from .joins_graph import Candidate, LeafSpec, candidates, trace
-from .methods import JoinSpec
-from .schedules import ScheduleLike
+from ..layers import SwapoutJoin
+from ..methods import JoinSpec
+from ..schedules import ScheduleLike
+from .arguments import Patterns, leaf_spec, patterns
+from .graph import Candidate, LeafSpec, candidates, trace
 
 __all__ = ["Join", "find_joins", "convert"]
 
 @dataclass(frozen=True)
 class Join:
-    """One residual join of a model, as `find_joins` reports it.
+    """One residual join of a model, as `find_joins` reports it; its fields are also its attributes.
 
-    Attributes:
+    Args:
         index: position among the converted joins, in forward order (schedules run over it).
         name: module path of the join module in the converted model, e.g. ``"layer1.0.swapout_join"``.
         block: module path of the block whose forward holds the join (``""``: the model's own forward).
@@ -43,7 +44,7 @@ class Join:
     block: str
     kind: str
     node: str
-    module: nn.Module
+    module: SwapoutJoin
 
     @property
     def thetas(self) -> Tuple[float, ...]:
@@ -58,7 +59,7 @@ def _matches(c: Candidate, name: str, pattern: str) -> bool:
     return fnmatchcase(name, pattern) or fnmatchcase(c.block, pattern)
 
 
-def _select(found: List[Tuple[Candidate, str]], include: Patterns, exclude: Patterns):
+def _select(found: List[Tuple[Candidate, str]], include: Patterns, exclude: Patterns) -> List[Tuple[Candidate, str]]:
     """The joins whose join path or block path matches ``include`` and not ``exclude``."""
     inc, exc = patterns(include, "include"), patterns(exclude, "exclude")
     listed = ", ".join(name for _, name in found[:6]) + (", ..." if len(found) > 6 else "")
@@ -96,7 +97,8 @@ def _names(gm: fx.GraphModule, found: List[Candidate]) -> List[str]:
     return names
 
 
-def _plan(model: nn.Module, spec: JoinSpec, include: Patterns, exclude: Patterns, leaf_modules: LeafSpec):
+def _plan(model: nn.Module, spec: JoinSpec, include: Patterns, exclude: Patterns,
+          leaf_modules: LeafSpec) -> Tuple[fx.GraphModule, List[Candidate], List[Join]]:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     # the patterns are checked before tracing too: a wrong type is not worth a trace, nor hidden behind its failure
@@ -140,6 +142,21 @@ def find_joins(model: nn.Module, method: str = "swapout", theta1: Optional[Sched
 
     Raises:
         ValueError: as `convert` does.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> import swapout
+        >>> class Block(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        ...     def forward(self, x):
+        ...         return x + self.body(x)
+        >>> for join in swapout.find_joins(nn.Sequential(Block(), Block(), Block())):
+        ...     print(join.name, join.kind, join.thetas)
+        0.swapout_join identity (1.0, 1.0)
+        1.swapout_join identity (0.75, 0.75)
+        2.swapout_join identity (0.5, 0.5)
     """
     return _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include, exclude,
                  leaf_modules)[2]
@@ -149,7 +166,7 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
             theta2: Optional[ScheduleLike] = None, granularity: Optional[str] = None,
             include: Patterns = None, exclude: Patterns = None, skipforward_on: str = "x",
             leaf_modules: LeafSpec = ()) -> fx.GraphModule:
-    """Swapout in a residual network: every residual join ``X + F(X)`` becomes ``Theta1*X + Theta2*F(X)``.
+    """Swapout in a residual network: every residual join X + F(X) becomes Θ₁ ⊙ X + Θ₂ ⊙ F(X).
 
     Applies swapout (equation 3 of the paper) or one of its special cases (section 3.2) to a model
     built without it: torchvision's or timm's ResNets and Vision Transformers, or a user's own network.
@@ -174,7 +191,7 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     layers, BatchNorm, average pooling; both branching from one fork), and the block's output F(X),
     computed from X through layers with parameters and at least one nonlinearity. Adds of a parameter
     or a constant (positional embeddings, biases) and sums of unrelated features are left alone; the
-    rule is `swapout.joins_graph.classify`. The skip term gets theta1, the block output theta2.
+    rule is `swapout.conversion.graph.classify`. The skip term gets theta1, the block output theta2.
     Joins that are swapout join modules already (``method="resnet"`` models of this package) count as
     joins and are replaced.
 
@@ -198,6 +215,23 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
             a ``leaf_modules`` path naming no module of ``model`` (the message names what is there), a model
             with no residual join, or a model that cannot be traced (naming the module where tracing failed,
             and how to place `swapout.Swapout` there by hand).
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> import swapout
+        >>> class Block(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        ...     def forward(self, x):
+        ...         return x + self.body(x)
+        >>> net = nn.Sequential(Block(), Block())
+        >>> model = swapout.convert(net, theta1="linear(1,0.5)", theta2=0.9)
+        >>> model.get_submodule("1.swapout_join")
+        Swapout(theta1=0.5, theta2=0.9, granularity='unit', inference='deterministic')
+        >>> x = torch.randn(2, 8, 4, 4)
+        >>> torch.equal(swapout.convert(net, theta1=1, theta2=1).eval()(x), net.eval()(x))
+        True
     """
     gm, chosen, joins = _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include,
                               exclude, leaf_modules)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .layers import SwapoutJoin
+from ..layers import SwapoutJoin
 
 __all__ = ["JoinTracer", "Candidate", "trace", "candidates", "classify"]
 
@@ -39,6 +39,10 @@ _SHORTCUT_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "cont
                      "unsqueeze", "to", "float", "type_as"}
 
 LeafSpec = Sequence[Union[str, type]]
+"""Modules that tracing keeps whole instead of tracing into (``leaf_modules`` of `swapout.convert`): module paths
+of the model (``"encoder.attn"``) or module classes (every module of that class). A leaf module stays one call in
+the traced graph, so it must hold no residual join; it is the way past a submodule that ``torch.fx`` cannot
+trace."""
 
 
 class JoinTracer(fx.Tracer):
@@ -58,7 +62,8 @@ class JoinTracer(fx.Tracer):
         return (isinstance(m, SwapoutJoin) or isinstance(m, self.leaf_types) or qualname in self.leaf_paths
                 or super().is_leaf_module(m, qualname))
 
-    def call_module(self, m, forward, args, kwargs):
+    def call_module(self, m: nn.Module, forward: Callable[..., Any], args: Tuple[Any, ...],
+                    kwargs: Dict[str, Any]) -> Any:
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
@@ -97,7 +102,10 @@ class Candidate:
 
     def operands(self) -> Tuple[fx.Node, fx.Node]:
         """(X, F(X)) as the graph holds them now: converting an earlier join replaces its node."""
-        a, b = _operands(self.node) if self.module is None else self.node.args
+        pair = _operands(self.node) if self.module is None else _node_pair(self.node.args)
+        if pair is None:
+            raise ValueError(f"{self.node.name} no longer joins two tensors")
+        a, b = pair
         return (a, b) if self.skip_first else (b, a)
 
 
@@ -125,14 +133,14 @@ class _Graph:
     def has_parameters(self, n: fx.Node) -> bool:
         """The op at ``n`` reads parameters or buffers (a layer, or a functional op given a weight)."""
         if n.op == "call_module":
-            m = self.gm.get_submodule(n.target)
+            m = self.gm.get_submodule(str(n.target))
             return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
         # a functional op reading a tensor that does not come from the inputs: a weight, a scale
         return n.op != "get_attr" and any(not self.dynamic[a] for a in n.all_input_nodes)
 
     def is_shortcut_op(self, n: fx.Node) -> bool:
         if n.op == "call_module":
-            return isinstance(self.gm.get_submodule(n.target), _SHORTCUT_MODULES)
+            return isinstance(self.gm.get_submodule(str(n.target)), _SHORTCUT_MODULES)
         if n.op == "call_function":
             return n.target in _SHORTCUT_FUNCTIONS
         return n.op == "call_method" and n.target in _SHORTCUT_METHODS
@@ -184,10 +192,14 @@ def _operands(n: fx.Node) -> Optional[Tuple[fx.Node, fx.Node]]:
              (n.op == "call_method" and n.target in _ADD_METHODS)
     if not is_add or any(k not in ("input", "other") for k in n.kwargs):
         return None
-    operands = list(n.args) + [n.kwargs[k] for k in ("input", "other") if k in n.kwargs]
-    if len(operands) != 2 or not all(isinstance(a, fx.Node) for a in operands):
+    return _node_pair(list(n.args) + [n.kwargs[k] for k in ("input", "other") if k in n.kwargs])
+
+
+def _node_pair(args: Sequence[object]) -> Optional[Tuple[fx.Node, fx.Node]]:
+    """``args`` as two graph nodes, or None if they are not exactly two nodes."""
+    if len(args) != 2 or not isinstance(args[0], fx.Node) or not isinstance(args[1], fx.Node):
         return None
-    return operands[0], operands[1]
+    return args[0], args[1]
 
 
 def _block_of(n: fx.Node, own: bool) -> str:
@@ -203,10 +215,11 @@ def _mutates_a_live_tensor(g: _Graph, n: fx.Node, target: fx.Node) -> bool:
 
 
 def _join_module_candidate(g: _Graph, n: fx.Node) -> Optional[Candidate]:
-    if len(n.args) != 2 or n.kwargs or not all(isinstance(a, fx.Node) for a in n.args):
+    pair = None if n.kwargs else _node_pair(n.args)
+    if pair is None:
         return None
-    skip, out = n.args
-    return Candidate(n, True, classify(g, skip, out) or "other", _block_of(n, True), n.target)
+    skip, out = pair
+    return Candidate(n, True, classify(g, skip, out) or "other", _block_of(n, True), str(n.target))
 
 
 def _add_candidate(g: _Graph, n: fx.Node) -> Optional[Candidate]:

@@ -211,7 +211,7 @@ def elastic_transform(x: Tensor, c, rng: np.random.Generator) -> Tensor:
     """
     alpha, sigma, shift = c
     n, _, h, w = x.shape
-    centre, side = np.float64([w // 2, h // 2]), min(h, w) // 3
+    centre, side = np.array([w // 2, h // 2], dtype=np.float64), min(h, w) // 3
     src = np.stack([centre + side, [centre[0] + side, centre[1] - side], centre - side])  # (x, y) points
     dst = src[None] + rng.uniform(-shift, shift, size=(n, 3, 2))
     ones = np.ones((3, 1))

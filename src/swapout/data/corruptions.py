@@ -20,7 +20,7 @@ sets from a seed and caches them.
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ SEVERITIES = (1, 2, 3, 4, 5)
 class Corruption(NamedTuple):
     """One corruption: ``function(x, param, rng)`` on float images (N, 3, H, W) in [0, 1], one ``param`` per
     severity 1..5 (CIFAR-10-C's values), and its family."""
-    function: Callable[[Tensor, object, np.random.Generator], Tensor]
+    function: Callable[[Tensor, Any, np.random.Generator], Tensor]
     params: Tuple
     family: str
 
@@ -191,7 +191,7 @@ def check_severities(severities: Sequence[int]) -> Tuple[int, ...]:
     """``severities`` as a tuple, or a ValueError for one outside 1-5, none, or a repeated one."""
     bad = [s for s in severities if isinstance(s, bool) or s not in SEVERITIES]
     if bad or not severities:
-        raise ValueError(f"severities must be integers from 1 to 5, got {', '.join(map(str, bad or ['none']))}")
+        raise ValueError(f"severities must be integers from 1 to 5, got {', '.join(map(str, bad) if bad else 'none')}")
     twice = _repeated(severities)
     if twice:
         raise ValueError(f"severity {', '.join(map(str, twice))} given more than once; give each once")

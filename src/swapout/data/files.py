@@ -31,7 +31,7 @@ import tarfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -41,7 +41,7 @@ __all__ = ["DataError", "Split", "load_split", "load_cifar", "default_data_dir",
            "MEAN", "STD", "SPLIT_SIZES", "check_digest"]
 
 # Published by the dataset's authors (https://www.cs.toronto.edu/~kriz/cifar.html) and widely mirrored.
-ARCHIVES = {
+ARCHIVES: Dict[str, Dict[str, Any]] = {
     "cifar10": {"file": "cifar-10-python.tar.gz", "md5": "c58f30108f718f92721af3b95e74349a",
                 "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "folder": "cifar-10-batches-py",
                 "train": {f"data_batch_{i}": md5 for i, md5 in enumerate(
@@ -83,11 +83,11 @@ _ALLOWED_GLOBALS = {
 class _SafeUnpickler(pickle.Unpickler):
     """Builds only plain containers, numbers, strings and numpy arrays; refuses every other global."""
 
-    def __init__(self, fh, name: str):
+    def __init__(self, fh: BinaryIO, name: str) -> None:
         super().__init__(fh, encoding="bytes")
         self.name = name
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise DataError(f"{self.name}: refusing to unpickle {module}.{name}; a CIFAR batch holds only "
@@ -110,7 +110,7 @@ def _read_batch(data: bytes, name: str, labels_key: bytes) -> Tuple[np.ndarray, 
     return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
 
-def _from_batches(dataset: str, split: str, read, source: str) -> Split:
+def _from_batches(dataset: str, split: str, read: Callable[[str, str], bytes], source: str) -> Split:
     spec = ARCHIVES[dataset]
     parts = [_read_batch(read(name, md5), name, spec["labels"]) for name, md5 in spec[split].items()]
     images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
@@ -137,7 +137,7 @@ def _from_archive(dataset: str, split: str, archive: Path) -> Split:
             def read(name: str, md5: str) -> bytes:
                 member = f"{spec['folder']}/{name}"
                 try:
-                    data = tar.extractfile(member).read()
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]  # None: caught below
                 except (KeyError, AttributeError):
                     raise DataError(f"{archive}: no {member} inside; expected the official archive layout") from None
                 if hashlib.md5(data).hexdigest() != md5:
@@ -175,7 +175,7 @@ def _download(url: str, target: Path) -> None:
                         f"there, or point --data-dir (or SWAPOUT_DATA) at a folder that has the data") from None
 
 
-def load_split(dataset: str, split: str, data_dir: Optional[os.PathLike] = None, download: bool = True,
+def load_split(dataset: str, split: str, data_dir: Optional[Union[str, os.PathLike[str]]] = None, download: bool = True,
                verify: bool = True) -> Split:
     """Load one split of CIFAR-10 or CIFAR-100.
 
@@ -214,7 +214,8 @@ def load_split(dataset: str, split: str, data_dir: Optional[os.PathLike] = None,
     return _from_archive(dataset, split, archive)
 
 
-def load_cifar(dataset: str, data_dir: Optional[os.PathLike] = None, download: bool = True) -> Dict[str, Split]:
+def load_cifar(dataset: str, data_dir: Optional[Union[str, os.PathLike[str]]] = None,
+               download: bool = True) -> Dict[str, Split]:
     """Both splits of a dataset: ``{"train": Split, "test": Split}``.
 
     Args:

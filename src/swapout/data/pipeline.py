@@ -13,7 +13,7 @@ ranks use the same crop for a given global batch.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Tuple
+from typing import Iterator, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,9 +49,9 @@ class TrainLoader:
         rank, world_size: this process's slice of each global batch in data-parallel training.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, mean: Sequence[float],
-                 std: Sequence[float], device: torch.device, seed: int, crop: str = "batch", pad: int = 4,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(self, images: Union[np.ndarray, Tensor], labels: Union[np.ndarray, Tensor], batch_size: int,
+                 mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int, crop: str = "batch",
+                 pad: int = 4, rank: int = 0, world_size: int = 1):
         if crop not in CROPS:
             raise ValueError(f"crop must be 'batch' or 'image', got {crop!r}")
         if batch_size < 1 or batch_size > len(labels):

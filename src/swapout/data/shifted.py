@@ -15,7 +15,7 @@ import hashlib
 import os
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def images_digest(images: np.ndarray) -> str:
 
 
 def shift_cache_path(dataset: str, corruption: str, severity: int, seed: int, images: np.ndarray,
-                     root: Optional[os.PathLike] = None) -> Path:
+                     root: Optional[Union[str, os.PathLike[str]]] = None) -> Path:
     """Where the corrupted copy of ``images`` is cached (``root`` defaults to ``cache_dir()/shift``)."""
     root = Path(root) if root is not None else cache_dir() / "shift"
     return root / (f"shift-{_VERSION}-{dataset}-{corruption}-{severity}-{seed}-{len(images)}-"
@@ -65,7 +65,7 @@ def _load(path: Path) -> Optional[np.ndarray]:
 
 
 def shifted_images(images: np.ndarray, corruption: str, severity: int, seed: int = 0, dataset: str = "cifar10",
-                   cache: bool = True, root: Optional[os.PathLike] = None) -> np.ndarray:
+                   cache: bool = True, root: Optional[Union[str, os.PathLike[str]]] = None) -> np.ndarray:
     """``images`` with ``corruption`` at ``severity``, generated in the manner of CIFAR-10-C from ``seed``.
 
     Cached (see the module's note) unless ``cache`` is False.

@@ -49,7 +49,7 @@ class _Test:
     """The sequential test of every image of a batch, fed one pass at a time."""
 
     def __init__(self, n: int):
-        self.sum = None  # (n, C) once the number of classes is known
+        self.sum: Optional[Tensor] = None  # (n, C) once the number of classes is known
         self.passes = torch.zeros(n, dtype=torch.long)
         self.candidate = torch.zeros(n, dtype=torch.long)
         self.log_wealth = torch.zeros(n, dtype=torch.float64)
@@ -79,6 +79,7 @@ class _Test:
 
     def result(self, delta: float) -> Dict[str, Tensor]:
         settled = self.settled(delta)
+        assert self.sum is not None, "no pass was added"
         probs = self.sum / self.passes.clamp_min(1).view(-1, 1).double()
         prediction = torch.where(settled, self.candidate, probs.argmax(1))
         return {"probs": probs, "prediction": prediction, "passes": self.passes.clone(), "settled": settled}

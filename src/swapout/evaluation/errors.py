@@ -104,11 +104,11 @@ def evaluate_split(model: nn.Module, images: np.ndarray, labels: np.ndarray, mea
         dist.all_reduce(counts)
         counts = counts.cpu()
     n = int(counts[0])
-    out = {"images": n, "deterministic_error": round(100.0 * (1 - counts[1].item() / n), 4)}
+    figures: Dict[str, float] = {"images": n, "deterministic_error": round(100.0 * (1 - counts[1].item() / n), 4)}
     if samples:
-        out["stochastic_error"] = round(100.0 * (1 - counts[2].item() / n), 4)
-        out["samples"] = samples
-    return out
+        figures["stochastic_error"] = round(100.0 * (1 - counts[2].item() / n), 4)
+        figures["samples"] = samples
+    return figures
 
 
 def error_percent(scores: Tensor, labels: Tensor) -> float:

@@ -33,6 +33,20 @@ def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
 
     Raises:
         ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``.
+
+    Examples:
+        >>> import torch
+        >>> import swapout
+        >>> model = swapout.create_model("resnet_v2_ours", depth=8).eval()
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> previous = swapout.set_inference(model, "stochastic")   # every pass samples its masks
+        >>> torch.equal(model(x), model(x))
+        False
+        >>> set(previous.values())                  # the default mode, for each of the 3 joins
+        {'deterministic'}
+        >>> _ = swapout.set_inference(model, "deterministic")
+        >>> torch.equal(model(x), model(x))
+        True
     """
     check_inference_mode(mode)
     previous = {}
@@ -56,6 +70,17 @@ def using_inference(model: nn.Module, mode: str) -> Iterator[nn.Module]:
 
     Raises:
         ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``.
+
+    Examples:
+        >>> import torch
+        >>> import swapout
+        >>> model = swapout.create_model("resnet_v2_ours", depth=8).eval()
+        >>> with swapout.using_inference(model, "stochastic"):
+        ...     logits = model(torch.randn(2, 3, 32, 32))   # one sampled member of the ensemble
+        >>> logits.shape
+        torch.Size([2, 10])
+        >>> {m.inference for m in model.modules() if isinstance(m, swapout.SwapoutJoin)}   # restored on exit
+        {'deterministic'}
     """
     previous = set_inference(model, mode)
     try:
@@ -163,5 +188,15 @@ def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[
 
     Raises:
         ValueError: as `pass_logits`, for an invalid ``samples`` or ``max_batch`` or an empty ``x``.
+
+    Examples:
+        >>> import torch
+        >>> import swapout
+        >>> model = swapout.create_model("resnet_v2_ours", depth=8, num_classes=10).eval()
+        >>> probs = swapout.predict(model, torch.randn(4, 3, 32, 32), samples=30)
+        >>> probs.shape
+        torch.Size([4, 10])
+        >>> torch.allclose(probs.sum(1), torch.ones(4))
+        True
     """
     return stochastic_passes(model, x, samples, max_batch).mean(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence, Union
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _title(fig, set_title, text: str, fontsize: float = 9) -> None:
         width -= 4
 
 
-def plot_curve(curve: Dict, path: os.PathLike, title: str = "") -> None:
+def plot_curve(curve: Dict, path: Union[str, os.PathLike[str]], title: str = "") -> None:
     """Write Figure 2 as a PNG: mean error (%) against passes, with a band of one standard error.
 
     Args:
@@ -65,7 +65,7 @@ def plot_curve(curve: Dict, path: os.PathLike, title: str = "") -> None:
     fig.savefig(path, dpi=_DPI)
 
 
-def plot_reliability(panels: Sequence[Dict], path: os.PathLike, title: str = "") -> None:
+def plot_reliability(panels: Sequence[Dict], path: Union[str, os.PathLike[str]], title: str = "") -> None:
     """Write reliability diagrams as a PNG, one panel per prediction mode, side by side.
 
     Args:
@@ -86,8 +86,8 @@ def plot_reliability(panels: Sequence[Dict], path: os.PathLike, title: str = "")
         raise ValueError("plot_reliability needs at least one panel")
     fig = _figure(3.2 * len(panels), 3.6)
     axes = fig.subplots(1, len(panels), squeeze=False)
-    over_style = dict(facecolor="tab:red", alpha=0.3, edgecolor="none")
-    under_style = dict(facecolor="none", edgecolor="white", hatch="////", linewidth=0)
+    over_style: Dict[str, Any] = dict(facecolor="tab:red", alpha=0.3, edgecolor="none")
+    under_style: Dict[str, Any] = dict(facecolor="none", edgecolor="white", hatch="////", linewidth=0)
     for ax, p in zip(axes[0], panels):
         edges, count = np.asarray(p["edges"]), np.asarray(p["count"])
         acc, conf = np.asarray(p["accuracy"]), np.asarray(p["confidence"])

@@ -41,7 +41,8 @@ def batchnorms_after_random_joins(model: nn.Module) -> List[str]:
     return names
 
 
-def _checked(images, labels, layers: str, stats: str, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
+def _checked(images: Union[np.ndarray, torch.Tensor], labels: Union[np.ndarray, torch.Tensor], layers: str,
+             stats: str, batch_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """The arguments of `recalibrate_bn`, checked; ``images`` and ``labels`` as numpy arrays."""
     got = f"{images.dtype} of shape {tuple(images.shape)}" if hasattr(images, "shape") else type(images).__name__
     array = images.detach().cpu().numpy() if torch.is_tensor(images) else images
@@ -96,13 +97,13 @@ def recalibrate_bn(model: nn.Module, images: Union[np.ndarray, torch.Tensor], la
     chosen = set(batchnorms_after_random_joins(model)) if layers == "after-random-joins" else None
     bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
            and (chosen is None or n in chosen)}
-    saved = {n: (m.momentum, m.running_mean.clone()) for n, m in bns.items()}
+    saved = {n: (m.momentum, None if m.running_mean is None else m.running_mean.clone()) for n, m in bns.items()}
     model.eval()
     for m in bns.values():
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches
         m.train()
-    batch_size = min(batch_size, len(images))
+    batch_size, device = min(batch_size, len(images)), torch.device(device)
     if augment:
         batches = TrainLoader(images, labels, batch_size, mean, std, device, seed).batches(0)
     else:
@@ -119,8 +120,9 @@ def recalibrate_bn(model: nn.Module, images: Union[np.ndarray, torch.Tensor], la
     finally:
         for n, m in bns.items():
             m.momentum = saved[n][0]
-            if stats == "variance":
-                m.running_mean.copy_(saved[n][1])
+            mean_before = saved[n][1]
+            if stats == "variance" and m.running_mean is not None and mean_before is not None:
+                m.running_mean.copy_(mean_before)
         model.eval()
     return {"images": used, "augment": augment, "layers": layers, "stats": stats,
             "batchnorms": len(bns)}

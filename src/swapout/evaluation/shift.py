@@ -103,7 +103,7 @@ def _logits(model, images, labels, mean, std, device, samples, rng_key: int, pat
 
 def _temperatures(clean: Dict, calibration: Optional[Dict], stochastic: bool, seed: int) -> Dict[str, Dict]:
     """Per base mode: ``{"fold": (N,) part of each evaluated image or None, "values": [T per part], "how"}``."""
-    out = {}
+    out: Dict[str, Dict[str, Any]] = {}
     for mode, key in (("deterministic", "deterministic"), ("stochastic", "passes")):
         if mode == "stochastic" and not stochastic:
             continue
@@ -142,7 +142,7 @@ def _mode_probs(logits: Dict, temps: Dict) -> Dict[str, Tensor]:
 
 @_one_thread
 def _metrics(probs: Tensor, labels: Tensor) -> Dict[str, Any]:
-    m = {k: round(v, 5) for k, v in calibration_metrics(probs, labels).items()}
+    m: Dict[str, Any] = {k: round(v, 5) for k, v in calibration_metrics(probs, labels).items()}
     m["error_interval"] = wilson_interval(int((probs.argmax(1) != labels).sum()), len(labels))
     return m
 
@@ -212,11 +212,15 @@ def evaluate_shift(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, 
     _check(model, images, labels, samples)
     mean, std = mean or MEAN[dataset], std or STD[dataset]
     root = cache_dir() / "shift" / "logits" / f"{_model_digest(model)}-{images_digest(images)[:16]}" if cache else None
-    run = lambda imgs, key, *parts: _logits(model, imgs, labels, mean, std, device, samples, key, None if root is None
-                                            else root / ("-".join(map(str, parts)) + f"-{samples}.pt"), bar)
+    def run(imgs, key, *parts):
+        path = None if root is None else root / ("-".join(map(str, parts)) + f"-{samples}.pt")
+        return _logits(model, imgs, labels, mean, std, device, samples, key, path, bar)
     bar = Progress(len(labels) * (1 + len(corruptions) * len(severities)), f"clean and corrupted sets "
                    f"({len(corruptions)} x {len(severities)}, {samples} passes)", unit="img", enabled=progress)
-    clean = run(images, seed, "clean", seed) if clean is None else bar.update(len(labels)) or clean
+    if clean is None:
+        clean = run(images, seed, "clean", seed)
+    else:
+        bar.update(len(labels))
     calibration = _as_logits(model, calibration, mean, std, device, samples, "held-out clean images", progress, seed)
     y = clean["labels"]
     temps = _temperatures(clean, calibration, bool(samples), seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -115,7 +115,7 @@ def _broken(xs: Sequence[float], ys: Sequence[float], sev: Sequence[int]):
     return bx, by
 
 
-def plot_shift(results: Dict[str, Dict[str, Any]], path: os.PathLike, title: str = "") -> None:
+def plot_shift(results: Dict[str, Dict[str, Any]], path: Union[str, os.PathLike[str]], title: str = "") -> None:
     """ECE and error (mean over corruptions) against severity, 0 = clean, written as a PNG.
 
     The figure style of Ovadia et al., one line per model and mode. Each line's marks are shifted sideways by a
@@ -148,7 +148,7 @@ def plot_shift(results: Dict[str, Dict[str, Any]], path: os.PathLike, title: str
         res = results[label]
         sev = sorted(int(s) for s in res["summary"])
         shown.update(sev)
-        style = dict(color=f"C{i % 10}", marker=MARKERS.get(mode, "o"), markersize=4,
+        style: Dict[str, Any] = dict(color=f"C{i % 10}", marker=MARKERS.get(mode, "o"), markersize=4,
                      linestyle=["-", "--", ":", "-."][list(results).index(label) % 4])
         xs = [s + (i - (len(lines) - 1) / 2) * step for s in sev]
         for ax, k in zip(axes, ("ece", "error")):

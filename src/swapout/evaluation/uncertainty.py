@@ -17,7 +17,7 @@ import importlib
 import math
 import traceback
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -123,7 +123,7 @@ def calibration_metrics(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict
             "ece": 100.0 * ece.item()}
 
 
-def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[str, List[float]]:
+def reliability_bins(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Dict[str, Any]:
     """Per-bin mean confidence, accuracy and count for a reliability diagram, with the ECE (%).
 
     Bins are ``[k/n, (k+1)/n)`` for k = 0..n-1, a confidence of exactly 1 falling in the last one.
@@ -255,7 +255,7 @@ def mutual_information(pass_probs: Tensor) -> Tensor:
     return (entropy(pass_probs.double().mean(0)) - entropy(pass_probs).mean(0)).clamp_min(0)
 
 
-def ood_scores(probs: Tensor, pass_probs: Tensor = None) -> Dict[str, Tensor]:
+def ood_scores(probs: Tensor, pass_probs: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """Scores of being in-distribution (higher = more typical of the training data), per image.
 
     ``max_probability`` (Hendrycks and Gimpel 2017), ``entropy`` (negated predictive entropy) and,

@@ -33,7 +33,7 @@ def _count(split: Dict[str, Tensor]) -> int:
     return len(split["deterministic"]) if "deterministic" in split else split["passes"].shape[1]
 
 
-def _scaled(logits: Tensor, fold: Tensor, temps: List[float]) -> Dict[str, Tensor]:
+def _scaled(logits: Tensor, fold: Tensor, temps: List[float]) -> Dict[str, Any]:
     """Probabilities and per-pass probabilities, each image scaled by the temperature of its fold."""
     passes = logits if logits.dim() == 3 else logits.unsqueeze(0)
     out = torch.empty(passes.shape, dtype=torch.float64)
@@ -115,7 +115,7 @@ def uncertainty_report(test: Dict[str, Tensor], ood: Optional[Dict[str, Tensor]]
             scaled = (zeros, [fit_temperature(_logits(calibration, mode), calibration["labels"])])
         for name, ((f_test, f_ood), ts) in ((mode, (zeros, [1.0])), (mode + "+T", scaled)):
             p = _scaled(logits, f_test, ts)
-            row = calibration_metrics(p["probs"], labels, n_bins)
+            row: Dict[str, Any] = dict(calibration_metrics(p["probs"], labels, n_bins))
             row["temperature"] = ts if len(ts) > 1 else ts[0]
             row["mean_entropy"] = entropy(p["probs"]).mean().item()
             if p["passes"] is not None:

@@ -14,9 +14,9 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, List, Optional
 
-from .cache import cache_dir
+from ..cache import cache_dir
 
 __all__ = ["load_library"]
 
@@ -71,7 +71,7 @@ def load_library(warn: Callable[[str], None]):
             return None
     lib = ctypes.CDLL(str(target))
     pointers = [ctypes.c_void_p] * 3
-    scalars = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
+    scalars: List[Any] = [ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int]
     for name in ("swapout_fwd_f32", "swapout_fwd_f64", "swapout_bwd_f32", "swapout_bwd_f64"):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = pointers + scalars, None

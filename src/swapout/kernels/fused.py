@@ -41,7 +41,7 @@ _MASK_BITS = 16
 _lock = threading.Lock()
 _cpu_lib: Optional[object] = None  # None: not tried yet; False: unavailable
 _triton: Optional[object] = None
-_warned = set()
+_warned: set = set()
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -71,7 +71,7 @@ def cpu_library():
     if _cpu_lib is None:
         with _lock:
             if _cpu_lib is None:
-                from .fused_cpu import load_library
+                from .cpu import load_library
 
                 _cpu_lib = load_library(lambda error: _warn_once(
                     "cpu", f"swapout: fused CPU kernel unavailable, using the reference op ({error})")) or False
@@ -82,9 +82,9 @@ def _triton_module():
     global _triton
     if _triton is None:
         try:
-            from . import fused_triton
+            from . import triton_cuda
 
-            _triton = fused_triton
+            _triton = triton_cuda
         except Exception as err:  # ImportError, or a Triton that cannot build for this GPU
             _warn_once("cuda", f"swapout: fused CUDA kernel unavailable, using the reference op ({err})")
             _triton = False

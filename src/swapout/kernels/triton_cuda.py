@@ -1,4 +1,4 @@
-"""Triton kernels for fused swapout on CUDA (imported by `swapout.fused` only when needed).
+"""Triton kernels for fused swapout on CUDA (imported by `swapout.kernels.fused` only when needed).
 
 Element ``e`` takes the same Philox4x32-10 word as in the CPU kernel (``csrc/swapout_cpu.c``): tile
 ``e // 64``, lane ``e % 16``, word ``(e % 64) // 16`` of counter ``(e // 64) * 16 + e % 16``. So a

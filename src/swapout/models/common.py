@@ -33,7 +33,7 @@ def block_joins(join: Optional[JoinSpec], default_method: str, num_blocks: int) 
     if not isinstance(join, JoinSpec):
         raise ValueError(f"join must be a swapout.JoinSpec, e.g. JoinSpec('swapout', theta1='linear(1,0.5)'), "
                          f"got {join!r}; create_model() also takes method=, theta1=, ... as keywords")
-    return join.joins(num_blocks)
+    return list(join.joins(num_blocks))
 
 
 def stages(block: Callable[[int, int, bool, nn.Module], nn.Module], widths: Sequence[int], n: int, cin: int,
@@ -42,10 +42,10 @@ def stages(block: Callable[[int, int, bool, nn.Module], nn.Module], widths: Sequ
 
     ``block(cin, cout, subsample, join)`` builds one block; ``joins`` holds one join per block, first to last.
     """
-    blocks, joins = [], iter(joins)
+    blocks, remaining = [], iter(joins)
     for g, cout in enumerate(widths):
         for b in range(n):
-            blocks.append(block(cin, cout, g > 0 and b == 0, next(joins)))
+            blocks.append(block(cin, cout, g > 0 and b == 0, next(remaining)))
             cin = cout
     return nn.Sequential(*blocks)
 

@@ -58,6 +58,16 @@ def create_model(name: str, join: Optional[JoinSpec] = None, **kwargs: Any) -> n
 
     Raises:
         ValueError: if ``name`` is not registered, or both ``join`` and any of its fields are given.
+
+    Examples:
+        >>> import swapout
+        >>> model = swapout.create_model("resnet_v2_ours", depth=20, width=1, num_classes=10,
+        ...                              method="swapout", theta1="linear(1,0.5)", theta2="linear(1,0.5)")
+        >>> sum(p.numel() for p in model.parameters())     # the paper's 0.27M
+        273066
+        >>> join = swapout.JoinSpec("stochastic_depth", theta2="linear(1,0.5)")
+        >>> type(swapout.create_model("resnet_v1", depth=20, join=join)).__name__
+        'ResNetV1'
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")

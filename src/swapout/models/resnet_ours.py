@@ -14,7 +14,7 @@ filters, and the head convolution. Registered as ``resnet_v2_ours`` (pre-activat
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional
+from typing import List, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,7 +82,7 @@ class ResNetOurs(nn.Module):
         n = check_depth(depth, 2, "resnet_v2_ours" if preact else "resnet_v1_ours")
         check_size(width, num_classes)
         widths = [16 * width, 32 * width, 64 * width]
-        stem = [conv3x3(3, widths[0], bias=True)]
+        stem: List[nn.Module] = [conv3x3(3, widths[0], bias=True)]
         if not preact:
             stem += [nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
         self.stem = nn.Sequential(*stem)

@@ -24,7 +24,7 @@ __all__ = ["run_adaptive", "run_uncertainty", "run_recalibration", "check_recali
 
 OOD_DATASET = {"cifar10": "cifar100", "cifar100": "cifar10"}
 # The recalibration settings that `swapout eval --recalibrate-bn` uses (see results/inference/README.md).
-RECALIBRATION = {"augment": False, "layers": "all", "stats": "both"}
+RECALIBRATION: Dict[str, Any] = {"augment": False, "layers": "all", "stats": "both"}
 
 
 def run_adaptive(ctx: EvalContext, delta: float, fixed_error: float) -> Dict[str, Any]:
@@ -69,6 +69,7 @@ def run_uncertainty(ctx: EvalContext) -> Dict[str, Any]:
     if ctx.split == "test" and "val" in ctx.splits:
         val = ctx.splits["val"]
         calibration = ctx.logits_of(val["images"], val["labels"], samples, "held-out images (temperature)")
+    assert ctx.logits is not None, "the split's logits come first (evaluate_run computes them)"
     report = uncertainty_report(ctx.logits, ood, calibration)
     per_image = report.pop("per_image")
     report.update(note=ctx.chosen["note"], ood_dataset=f"{ood_name} test ({len(labels):,} images)")

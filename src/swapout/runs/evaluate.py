@@ -126,7 +126,8 @@ def _data(cfg: TrainConfig, split: str, recalibrate_bn: int):
 
 def _model(state: Dict[str, Any], cfg: TrainConfig, device: Optional[str], shift: bool, samples: Optional[int]):
     dev = resolve_device(device or cfg.device)
-    model = build_model(cfg).to(dev, memory_format=torch.channels_last)  # the layout training used
+    # the layout training used; nn.Module.to passes memory_format on, though its overloads omit it
+    model = build_model(cfg).to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.load_state_dict(state["model"])
     if shift and samples is not None and not has_random_masks(model):
         raise ValueError(f"--samples {samples} with --shift: this model has no random masks, so it has no stochastic "
@@ -220,6 +221,7 @@ def _curve(ctx: EvalContext, repeats: int, evaluated: float) -> Dict:
                                       f"{plural(samples, 'pass')} each", unit="img",
                    enabled=ctx.progress and repeats > 1)
     mean, std = ctx.normalisation
+    assert ctx.logits is not None, "the curve's first repetition is the stochastic evaluation's"
     curve = sample_curve(ctx.model, chosen["images"], chosen["labels"], mean, std, ctx.device, samples, repeats,
                          progress=bar.update, first=ctx.logits["passes"].softmax(-1))
     bar.close()

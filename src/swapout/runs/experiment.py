@@ -26,7 +26,7 @@ def eval_splits(cfg: TrainConfig, train: Split, test: Optional[Split]) -> Dict[s
     Returns ``{name: {"images", "labels", "note"}}``. Only exact test images are used; the note says
     how many and why.
     """
-    splits = {}
+    splits: Dict[str, Dict[str, Any]] = {}
     if cfg.val_split:
         splits["val"] = {"images": train.images[-cfg.val_split:], "labels": train.labels[-cfg.val_split:],
                          "note": f"last {cfg.val_split:,} training images, held out"}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Dict, List, Sequence, Union
 
 from ..progress import plural
 from .config import PAPER_EPOCHS, list_presets
@@ -38,10 +39,11 @@ def presets_table() -> str:
     return "\n".join(rows)
 
 
-def report_table(run_dirs: Sequence[str]) -> str:
+def report_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
     """One row per evaluated split of each run: its errors, the paper's, and what differs from the paper."""
     presets = list_presets()
-    rows = ["| run | preset | epochs | split | deterministic error (%) | stochastic error (%) | paper (%) | differs from the paper |",
+    rows = ["| run | preset | epochs | split | deterministic error (%) | stochastic error (%) | paper (%) "
+            "| differs from the paper |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run_dir in run_dirs:
         run = RunDir(run_dir)
@@ -81,7 +83,7 @@ def _spread(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {sd}"
 
 
-def seed_table(run_dirs: Sequence[str]) -> str:
+def seed_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
     """Runs that differ only in their seed, aggregated: one row per such group and evaluated split.
 
     Each row gives the preset, the config fields that differ from it, the seeds, the deterministic and
@@ -94,7 +96,9 @@ def seed_table(run_dirs: Sequence[str]) -> str:
 
     from .config import TrainConfig
 
-    presets, groups, dirs = list_presets(), {}, {}
+    presets = list_presets()
+    groups: Dict[str, List[Any]] = {}
+    dirs: Dict[str, List[Any]] = {}
     for run_dir in run_dirs:
         run = RunDir(run_dir)
         cfg, results = run.read_config(), run.read_results()

@@ -35,6 +35,8 @@ class PackedJoin(SwapoutJoin):
     per granularity. ``granularity`` is the runs' common one, or ``"unit"`` when they differ.
     """
 
+    theta: Tensor  # (inputs, 1, G, 1, 1, 1) keep probabilities, a buffer
+
     def __init__(self, joins: Sequence[SwapoutJoin]):
         kinds = {join_kind(j) for j in joins}
         if len(kinds) != 1:
@@ -98,7 +100,8 @@ class PackedJoin(SwapoutJoin):
         out = terms[0] + terms[1] if len(terms) == 2 else terms[0] if terms else torch.zeros_like(xv)
         return out.reshape(x.shape)
 
-    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+    # a join of two inputs, as Swapout's; SwapoutJoin.forward takes any number
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:  # type: ignore[override]
         if x.shape != fx.shape or x.shape[1] % self.runs:
             raise ValueError(f"a join of {self.runs} packed runs needs X and F(X) of one shape with a multiple of "
                              f"{self.runs} channels, got {tuple(x.shape)} and {tuple(fx.shape)}")

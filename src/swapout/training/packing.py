@@ -21,7 +21,7 @@ runs the packed network beside the plain ones once and refuses it with a ``Value
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -58,11 +58,12 @@ def _packed_module(name: str, module: nn.Module, models: Sequence[nn.Module]) ->
     """The packed counterpart of ``module`` (at ``name`` in every model), or ``module`` if it has no state."""
     g = len(models)
     if isinstance(module, SwapoutJoin):
-        return PackedJoin([m.get_submodule(name) for m in models])
+        return PackedJoin([cast(SwapoutJoin, m.get_submodule(name)) for m in models])
     if type(module) is nn.Conv2d:
-        return nn.Conv2d(g * module.in_channels, g * module.out_channels, module.kernel_size, module.stride,
-                         module.padding, module.dilation, g * module.groups, module.bias is not None,
-                         module.padding_mode)
+        # a Conv2d's own sizes, which are pairs; typed as tuples of any length on the module
+        return nn.Conv2d(g * module.in_channels, g * module.out_channels, module.kernel_size,  # type: ignore[arg-type]
+                         module.stride, module.padding, module.dilation,  # type: ignore[arg-type]
+                         g * module.groups, module.bias is not None, module.padding_mode)
     if type(module) is nn.BatchNorm2d:
         return nn.BatchNorm2d(g * module.num_features, module.eps, module.momentum, module.affine,
                               module.track_running_stats)

@@ -9,7 +9,7 @@ after the final evaluation in both inference modes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,12 @@ from ..progress import Progress, plural
 from ..runs.config import TrainConfig
 from ..runs.rundir import RunDir, save_json
 from .packing import unpack_optimizer_state, unpack_state
+
+if TYPE_CHECKING:  # the loop's parts, for the declarations below; the loop imports this module
+    from ..data.pipeline import TrainLoader
+    from ..runs.distributed import Process
+    from .hooks import Hooks
+    from .step import TrainStep
 
 __all__ = ["TrainingStopped", "TrainState", "Member", "TrainingRecords"]
 
@@ -54,6 +60,33 @@ class TrainingRecords:
     """The files of the runs being trained; the loop (`swapout.training.loop.Training`) sets
     ``members``, ``pack_run``, ``runs``, ``proc``, ``state``, ``model``, ``optimizer``, ``step``,
     ``loaders``, ``splits``, ``precision``, ``compiled``, ``n_train``, ``progress`` and ``log``."""
+
+    # set by the loop; declared here so that what this half reads is checked
+    cfg: TrainConfig
+    members: List[Member]
+    pack_run: Optional[RunDir]
+    runs: int
+    proc: Process
+    state: TrainState
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+    loaders: List[TrainLoader]
+    splits: Dict[str, Dict[str, Any]]
+    precision: str
+    compiled: bool
+    n_train: int
+    progress: bool
+    log: Callable[[str], None]
+    hooks: Hooks
+
+    def _fail(self, g: int, what: str, bar: Optional[Progress] = None) -> None:
+        raise NotImplementedError  # the loop's: a solo run raises, a packed one stops alone
+
+    def _pack_dir(self) -> str:
+        if self.pack_run is None:
+            raise RuntimeError("runs trained together always have a pack directory")
+        return str(self.pack_run.path)
 
     def _start(self) -> None:
         if not self.proc.lead:
@@ -96,7 +129,7 @@ class TrainingRecords:
             if state.failed[g]:
                 continue  # its last good checkpoint stays
             own = {"model": model, "optimizer": optimizer} if self.runs == 1 else {
-                "model": unpack_state(model, self.runs, g), "pack": str(self.pack_run.path),
+                "model": unpack_state(model, self.runs, g), "pack": self._pack_dir(),
                 "optimizer": unpack_optimizer_state(optimizer, self.runs, g)}
             sums_g = sums if self.runs == 1 else [s[g] for s in sums]
             m.run.save_checkpoint({**own, "state": {**common, "sums": sums_g}, "rng": rngs, "config": m.cfg.to_dict()})
@@ -136,12 +169,12 @@ class TrainingRecords:
         # stochastic inference draws from the run's own stream, so that its figures are the same whether
         # it trained alone or in a pack, and whatever happened to the pack's other runs
         torch.manual_seed(int(np.random.SeedSequence([m.cfg.seed, self.proc.rank, 1]).generate_state(1)[0]))
-        results = {"preset": m.cfg.preset, "parameters": sum(p.numel() for p in m.model.parameters()),
+        results: Dict[str, Any] = {"preset": m.cfg.preset, "parameters": sum(p.numel() for p in m.model.parameters()),
                    "device": self.proc.describe(), "train_time_s": round(state.train_time, 1), "epochs": cfg.epochs,
                    "epochs_completed": round(state.epoch + state.step / len(self.loaders[0]), 4),
                    "steps": state.global_step, "splits": {}}
         if self.runs > 1:
-            results["pack"] = {"dir": str(self.pack_run.path), "runs": self.runs, "index": g}
+            results["pack"] = {"dir": self._pack_dir(), "runs": self.runs, "index": g}
         for name, split in self.splits.items():
             bar = Progress(len(split["labels"]), f"evaluating {name}", enabled=self.progress)
             figures = evaluate_split(model, split["images"], split["labels"], MEAN[cfg.dataset], STD[cfg.dataset],

@@ -18,7 +18,8 @@ def prepare_model(model: nn.Module) -> nn.Module:
     On 2 CPU cores the 20-layer network's training step is 1.1 to 1.2 times faster so
     (``benchmarks/bench_swapout.py --only layouts``); the fused swapout kernel keeps the layout.
     """
-    return model.to(memory_format=torch.channels_last)
+    # nn.Module.to takes memory_format (it passes it on to every parameter), though its overloads omit it
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def resolve_speed(precision: str, compile: Optional[bool], device: torch.device) -> Tuple[str, bool]:

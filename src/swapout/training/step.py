@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import fused
 from ..checks import PRECISIONS
+from ..kernels import fused
 from .speed import Compilation, NotCompiled, prepare_model, resolve_speed, set_cuda_backends
 
 __all__ = ["PRECISIONS", "TrainStep", "StepFigures", "Compilation", "NotCompiled", "resolve_speed", "prepare_model",
@@ -167,7 +167,7 @@ class TrainStep:
         self.count += 1
         loss.backward()
         self._update()
-        if self.compiled:
+        if before is not None and between is not None:  # compiled
             self._count(before, between, _dynamo_counts())
 
     def _count(self, before: Tuple[int, ...], between: Tuple[int, ...], after: Tuple[int, ...]) -> None:

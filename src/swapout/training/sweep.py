@@ -60,8 +60,8 @@ def slots(per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto") 
     return [ids[g] for g in chosen for _ in range(per_gpu)] or [None] * per_gpu
 
 
-def continue_command(sweep_dir: os.PathLike, per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto",
-                     data_dir: Optional[str] = None, keep_finished: str = "checkpoints") -> str:
+def continue_command(sweep_dir: Union[str, os.PathLike[str]], per_gpu: int, gpus: Optional[List[int]] = None,
+                     device: str = "auto", data_dir: Optional[str] = None, keep_finished: str = "checkpoints") -> str:
     """The command that continues a sweep (its definition is in sweep.json). No budget: add one if needed."""
     parts = ["swapout", "sweep", "--out", str(sweep_dir), "--per-gpu", str(per_gpu)]
     parts += (["--gpus", ",".join(map(str, gpus))] if gpus else []) + (["--device", device] if device != "auto" else [])
@@ -92,7 +92,7 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
-def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
+def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
               gpus: Optional[List[int]] = None, device: str = "auto", data_dir: Optional[str] = None,
               budget_minutes: Optional[float] = None, stop_grace_s: float = 300.0, keep_finished: str = "checkpoints",
               out: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
@@ -124,7 +124,10 @@ def run_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = Non
     out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes))
     deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
     running: Dict[int, tuple] = {}  # pid -> (run, process, slot, start time)
-    failed, stopped, signals, stop_at = [], [], [], None
+    failed: List[Run] = []
+    stopped: List[Run] = []
+    signals: List[int] = []
+    stop_at: Optional[float] = None
     previous = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -172,7 +175,8 @@ def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[O
             # runs, not units: a pack resumes all its runs that are not done
             f"{sum(r.state != 'done' for u in work if u.state == 'resume' for r in _members(u))} to resume; "
             f"{per_gpu} at a time on "
-            + (f"each of GPUs {', '.join(sorted(set(free)))}" if free[0] is not None else "the CPU")
+            + (f"each of GPUs {', '.join(sorted({s for s in free if s is not None}))}" if free[0] is not None
+               else "the CPU")
             + f" with {threads} CPU thread(s) each" + (f"; budget {budget_minutes:g} min" if budget_minutes else ""))
 
 

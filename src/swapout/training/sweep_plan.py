@@ -56,7 +56,7 @@ class Run:
         return "resume" if any((self.path / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")) else "restart"
 
 
-def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] = None,
+def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[str, Any]] = None,
                     pack: Optional[int] = None) -> Dict[str, Any]:
     """Check and normalise a sweep's runs; ValueError names the first problem.
 
@@ -74,7 +74,8 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
         raise ValueError("a sweep needs at least one run: give --presets, or a --file with a non-empty \"runs\" list")
     if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
         raise ValueError(f"--pack must be an integer >= 1 (the most runs per pack), got {pack!r}")
-    runs, allowed = [], [f for f in TrainConfig.field_names() if f not in NOT_OVERRIDES]
+    runs: List[Dict[str, Any]] = []
+    allowed = [f for f in TrainConfig.field_names() if f not in NOT_OVERRIDES]
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("preset"), str) or \
                 set(entry) - {"preset", "seeds", "overrides", "name", "pack"}:
@@ -122,7 +123,7 @@ def make_definition(entries: Sequence[Any], overrides: Optional[Dict[str, Any]] 
     return definition
 
 
-def read_sweep_file(path: os.PathLike, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def read_sweep_file(path: Union[str, os.PathLike[str]], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The definition in a sweep file ``{"runs": [...]}`` (see `make_definition`)."""
     try:
         data = json.loads(Path(path).read_text())
@@ -161,7 +162,7 @@ def _summary(definition: Dict[str, Any]) -> str:
         (f"; packs of {definition['pack']}" if "pack" in definition else "")
 
 
-def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def open_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The sweep in ``sweep_dir``: its recorded definition, or ``definition``, recorded there if it is new.
 
     A ``definition`` that differs from the recorded one is refused (ValueError): one directory, one sweep.
@@ -187,13 +188,13 @@ def open_sweep(sweep_dir: os.PathLike, definition: Optional[Dict[str, Any]] = No
     return definition
 
 
-def plan(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Run]:
+def plan(definition: Dict[str, Any], sweep_dir: Union[str, os.PathLike[str]]) -> List[Run]:
     """Every run of the sweep, in order (entries, then seeds); each knows its `Run.state`."""
     return [Run(r["name"], r["preset"], seed, r["overrides"], Path(sweep_dir) / r["name"] / f"seed-{seed}")
             for r in definition["runs"] for seed in r["seeds"]]
 
 
-def units(definition: Dict[str, Any], sweep_dir: os.PathLike) -> List[Union[Run, Pack]]:
+def units(definition: Dict[str, Any], sweep_dir: Union[str, os.PathLike[str]]) -> List[Union[Run, Pack]]:
     """The sweep's units of work, in order: runs alone, and packs of runs (see `swapout.training.sweep_packs`)."""
     runs = plan(definition, sweep_dir)
     named = {f"{r['name']}/seed-{seed}": r["pack"] for r in definition["runs"] if "pack" in r for seed in r["seeds"]}

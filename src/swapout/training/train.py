@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,8 +41,8 @@ def _stderr(s: str) -> None:
     print(s, file=sys.stderr)
 
 
-def train(cfg: TrainConfig, run_dir: os.PathLike, resume: bool = False, progress: bool = True, log: _Log = _stderr,
-          hooks: Sequence[Hook] = (), test: bool = True) -> Dict[str, Any]:
+def train(cfg: TrainConfig, run_dir: Union[str, os.PathLike[str]], resume: bool = False, progress: bool = True,
+          log: _Log = _stderr, hooks: Sequence[Hook] = (), test: bool = True) -> Dict[str, Any]:
     """Train (or resume) a run in ``run_dir`` and evaluate it; returns the contents of results.json.
 
     Returns early, with a checkpoint written and ``results["stopped"]`` naming the signal, when SIGINT or
@@ -67,6 +67,20 @@ def train(cfg: TrainConfig, run_dir: os.PathLike, resume: bool = False, progress
     Raises:
         ValueError: for a bad config, unusable data or an unwritable directory (before writing anything).
         TrainingStopped: if the loss stops being finite.
+
+    Examples:
+        The quick start's preset on an 8-layer network, cut short to two steps (it reads CIFAR-10, which it
+        downloads where it finds none):
+
+        >>> import tempfile
+        >>> from swapout.runs.config import TrainConfig, load_preset
+        >>> from swapout.training.train import train
+        >>> config = TrainConfig.from_dict({**load_preset("short/quickstart"), "depth": 8, "max_steps": 2,
+        ...                                 "eval_limit": 64, "eval_samples": 2, "device": "cpu"})
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     results = train(config, run_dir, progress=False, log=lambda line: None)
+        >>> results["steps"], sorted(results["splits"])
+        (2, ['test', 'val'])
     """
     return _run([cfg], [run_dir], None, resume, progress, log, hooks, test)[0]
 
