@@ -101,6 +101,20 @@ def test_the_library_imports_no_application_module():
     assert {k: v for k, v in wrong.items() if v} == {}
 
 
+def test_the_top_holds_the_paper_and_the_machinery_has_rooms_of_its_own():
+    # the op, the layers, the schedules and the methods at the top; the kernels behind the op and the converter
+    # each in a subpackage, which the op and the public API reach only through their packages
+    graph = _graph()
+    top = sorted(name for name in graph if name and "." not in name and not (PACKAGE / name).is_dir())
+    assert top == ["cache", "checks", "layers", "methods", "ops", "progress", "schedules"], top
+    assert {"kernels", "kernels.fused", "kernels.cpu", "kernels.triton_cuda", "conversion", "conversion.convert",
+            "conversion.graph", "conversion.arguments"} <= set(graph)
+    assert (PACKAGE / "kernels" / "csrc" / "swapout_cpu.c").is_file()
+    outside = {name: sorted(d for d in deps if d.startswith("kernels.")) for name, deps in graph.items()
+               if not name.startswith("kernels")}
+    assert {k: v for k, v in outside.items() if v} == {"ops": ["kernels.fused"], "training.step": ["kernels.fused"]}
+
+
 def _docstring_lines(tree):
     """The line numbers that docstrings take: documentation, which the limits below do not count, so that
     documenting an argument never forces a module to split."""
