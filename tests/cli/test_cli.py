@@ -1,5 +1,9 @@
+import signal
 import subprocess
 import sys
+import sysconfig
+import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +18,21 @@ def test_demo_runs_and_shows_both_inference_modes_meaningfully():
     # no accuracy-like figure from an untrained net on random data (it read as a failure)
     assert "agreement" not in out.stdout
     assert "two passes equal: True" in out.stdout
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
+    # the console script as pip installs it: a Ctrl-C half a second in arrives while PyTorch loads (a library's
+    # import used to swallow it, or print a traceback), and a later one while the command works
+    script = Path(sysconfig.get_path("scripts")) / "swapout"
+    if not script.exists():
+        pytest.skip("the swapout command is not installed beside this Python (pip install -e .)")
+    for delay in (0.5, 4.0):
+        proc = subprocess.Popen([str(script), "demo"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "Traceback" not in err and err.count("\n") == 1, (delay, err)
+        assert "interrupted" in err
 
 
 def test_train_help_lists_the_allowed_values(capsys):
