@@ -6,7 +6,9 @@ import re
 import shlex
 import statistics
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +295,16 @@ def test_the_opening_line_counts_the_runs_to_resume_not_the_packs(tmp_path):
             (run.path / name).write_text("{}")
     line = sweep._opening(tmp_path, work, 1, [None], 2, None)
     assert "2 runs (1 pack), 0 done, 2 to resume;" in line, line
+
+
+def test_a_niced_sweeps_children_stay_niced_in_their_own_sessions():
+    # each child is a session of its own (so that Ctrl-C reaches the sweep alone); under Linux's autogroup
+    # scheduling a session is a group that shares the CPU equally with the others whatever its processes'
+    # niceness, so the sweep gives the group its own niceness
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no autogroup scheduling here: a process's niceness is what counts")
+    code = ("import os, subprocess, sys; os.nice(19); from swapout.training.sweep import _keep_priority; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(5)'], start_new_session=True); "
+            "_keep_priority(p.pid); print(open(f'/proc/{p.pid}/autogroup').read()); p.kill()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "19", out.stdout + out.stderr

@@ -88,8 +88,25 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} swapout {shlex.join(args)}\n")
         log.flush()
         # its own session: Ctrl-C in a terminal reaches the sweep alone, which stops its children in order
-        return subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    _keep_priority(proc.pid)
+    return proc
+
+
+def _keep_priority(pid: int) -> None:
+    """Give child ``pid`` the sweep's own niceness where it counts. On Linux with autogroup scheduling, a new
+    session is a scheduling group of its own, and the CPU is shared between groups whatever each process's
+    niceness: a child of ``nice -n 19 swapout sweep`` would take as much as an interactive shell. The group's
+    niceness (``/proc/PID/autogroup``) is what ranks it against the others."""
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as fh:
+            fh.write(str(niceness))
+    except OSError:  # no autogroup (another OS, or a kernel without it): the process's niceness already counts
+        pass
 
 
 def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
