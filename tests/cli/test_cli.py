@@ -27,7 +27,8 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
     if not script.exists():
         pytest.skip("the swapout command is not installed beside this Python (pip install -e .)")
     for delay in (0.5, 4.0):
-        proc = subprocess.Popen([str(script), "demo"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([str(script), "demo", "--steps", "100000"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
