@@ -137,9 +137,12 @@ def _from_archive(dataset: str, split: str, archive: Path) -> Split:
             def read(name: str, md5: str) -> bytes:
                 member = f"{spec['folder']}/{name}"
                 try:
-                    data = tar.extractfile(member).read()  # type: ignore[union-attr]  # None: caught below
-                except (KeyError, AttributeError):
-                    raise DataError(f"{archive}: no {member} inside; expected the official archive layout") from None
+                    fh = tar.extractfile(member)  # None for a member that is not a file
+                except KeyError:
+                    fh = None
+                if fh is None:
+                    raise DataError(f"{archive}: no {member} inside; expected the official archive layout")
+                data = fh.read()
                 if hashlib.md5(data).hexdigest() != md5:
                     raise DataError(f"{archive}: {member} has the wrong MD5; expected {md5}")
                 return data
