@@ -129,7 +129,7 @@ def difference(a: Sequence[float], b: Sequence[float], n_images: int) -> Optiona
     else:
         pa, pb = statistics.mean(a) / 100, statistics.mean(b) / 100
         se = 100 * math.sqrt(pa * (1 - pa) / (n_images * len(a)) + pb * (1 - pb) / (n_images * len(b)))
-        half, kind = 1.96 * se, f"test-set sampling only (n = {len(a)}, {len(b)} seeds: seed spread not included)"
+        half, kind = 1.96 * se, f"test-set sampling only, {len(a)} and {len(b)} seed(s): seed spread not included"
     return d, d - half, d + half, kind
 
 
