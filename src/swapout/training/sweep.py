@@ -134,7 +134,7 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
     work = units(open_sweep(sweep_dir, definition), sweep_dir)
     runs = [r for unit in work for r in _members(unit)]
     if keep_finished == "weights":  # runs that finished before, under a sweep that kept their checkpoints
-        _keep_weights([u for u in work if u.state == "done"])
+        _keep_weights(work)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
     pending = [u for u in work if u.state != "done"]
