@@ -8,17 +8,18 @@ from typing import List
 
 
 def main() -> int:
-    """Import the command line and run it; 130 with one line on stderr if interrupted while importing."""
+    """Import the command line and run it as the whole process (``swapout.cli.main.run_process``, which ends
+    the process with the command's status); 130 with one line on stderr if interrupted while importing."""
     received: List[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
-        from swapout.cli import main as run
+        from swapout.cli.main import run_process
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
         if received:
             raise KeyboardInterrupt
-        return run()  # a command reports its own interruption; this covers reading the command line
+        run_process()  # a command reports its own interruption; this covers reading the command line
     except KeyboardInterrupt:
         print("swapout: interrupted while starting; nothing was done", file=sys.stderr)
         return 130

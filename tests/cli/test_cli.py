@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -26,13 +27,17 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
     script = Path(sysconfig.get_path("scripts")) / "swapout"
     if not script.exists():
         pytest.skip("the swapout command is not installed beside this Python (pip install -e .)")
-    for delay in (0.5, 4.0):
-        proc = subprocess.Popen([str(script), "demo", "--steps", "100000"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
+    for working in (False, True):
+        proc = subprocess.Popen([str(script), "demo", "--steps", "100000"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if working:  # once it trains
+            while "training step" not in proc.stdout.readline():
+                assert proc.poll() is None, proc.stderr.read()
+        else:
+            time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130 and "Traceback" not in err and err.count("\n") == 1, (delay, err)
+        assert proc.returncode == 130 and "Traceback" not in err and err.count("\n") == 1, (working, err)
         assert "interrupted" in err
 
 
@@ -44,3 +49,23 @@ def test_train_help_lists_the_allowed_values(capsys):
                    "one of batch, image", "one of unit, channel, sample, batch", "auto, cpu, cuda or cuda:N",
                    "one of preact_resnet, resnet_v1, resnet_v1_ours, resnet_v2_ours", "one of auto, fp32, bf16"]:
         assert listed in text, listed
+
+
+def test_the_process_ends_with_the_commands_status_and_all_it_printed_even_under_a_profiler(tmp_path, capsys):
+    # python -m swapout.cli skips the interpreter's teardown: the status, all that was printed into a pipe (a
+    # help text stays in the buffer) and what a profiler writes at the very end must come through all the same
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert 1000 < len(text) < 8000  # less than a pipe's buffer: written only when flushed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    bad = subprocess.run([sys.executable, "-m", "swapout.cli", "train", "--preset", "nope"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown preset" in bad.stderr
+    plain = subprocess.run([sys.executable, "-m", "swapout.cli", "train", "--help"], capture_output=True, text=True,
+                           timeout=120, env=env)
+    assert plain.returncode == 0 and plain.stdout == text and plain.stderr == ""
+    profile = tmp_path / "help.prof"
+    profiled = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "swapout.cli", "train",
+                               "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert profiled.stdout == text and profile.stat().st_size > 0

@@ -1,7 +1,5 @@
 """``python -m swapout.cli ...``, as torchrun needs it."""
 
-import sys
+from .main import run_process
 
-from .main import main
-
-sys.exit(main())
+run_process()

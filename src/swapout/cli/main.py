@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
-from typing import List, Optional
+import threading
+from typing import List, NoReturn, Optional, Union
 
 from .checks import eval_options, sweep_setup, warn
 from .options import config_options, list_of, positive_float, positive_int
@@ -195,5 +198,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def run_process(argv: Optional[List[str]] = None) -> NoReturn:
+    """Run `main` as the whole process, then end the process with its exit status.
+
+    The process ends as the interpreter would end it, up to the last step: the other threads are joined, the
+    ``atexit`` handlers run and the output is flushed; then, instead of tearing down every module one by one,
+    it exits at once. With PyTorch's compiler stack loaded (every optimizer imports it) that teardown alone
+    takes about half a second, at the end of every command and of every run a sweep or a study starts.
+    Everything swapout writes is closed before `main` returns. Under a profiler, a tracer or a debugger
+    (``python -m cProfile``, coverage), which write what they found at the interpreter's end, the process
+    ends the usual way.
+
+    Args:
+        argv: the arguments after the program name; None reads ``sys.argv[1:]``.
+    """
+    status: Union[int, str, None]
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse's, or a command's own status
+        status = stop.code
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)
+    if isinstance(status, str):  # as sys.exit("message") would: the message on stderr, status 1
+        print(status, file=sys.stderr)
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # the interpreter's own first step of shutting down
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(status or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_process()

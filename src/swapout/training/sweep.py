@@ -32,8 +32,8 @@ KEEP_FINISHED = ("checkpoints", "weights")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
-_CHILD = "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); from swapout.cli import main; " \
-         "sys.exit(main())"
+_CHILD = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); from swapout.cli.main import run_process; " \
+         "run_process()"
 
 
 def _gpu_count() -> int:
