@@ -9,6 +9,7 @@ temporary folder of their own, so that a page reads as one session.
 """
 
 import functools
+import getpass
 import importlib.util
 import os
 import shutil
@@ -17,46 +18,54 @@ import tempfile
 import types
 from pathlib import Path
 
-import pytest
-import torch
-from sybil import Sybil
-from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
-
-ROOT = Path(__file__).resolve().parent
-
 
 def _temporary_files_in_memory(room: int = 1 << 30) -> None:
     """Put the tests' temporary files (``tmp_path``, ``tempfile``, and those of the processes they start) in
     ``/dev/shm`` where it has ``room`` bytes free, unless TMPDIR says where they go. The runs under test write
     their checkpoints and studies durably, with an fsync per file or transaction, which on a disk costs
     milliseconds each (the tests of faults and draws take 36 s on a disk and 26 s in memory); in memory it costs
-    nothing, and what is tested (the order of writes, atomic replacement) is the same."""
+    nothing, and what is tested (the order of writes, atomic replacement) is the same. PyTorch's compile cache
+    stays where it was (it would otherwise follow TMPDIR, and fill memory that outlives the tests)."""
     memory = Path("/dev/shm")
     if "TMPDIR" in os.environ or not memory.is_dir() or not os.access(memory, os.W_OK | os.X_OK):
         return
     if shutil.disk_usage(memory).free >= room:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f"uid_{os.getuid()}"
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"torchinductor_{user}"))
         os.environ["TMPDIR"] = str(memory)
         tempfile.tempdir = None  # read TMPDIR again
 
 
-_temporary_files_in_memory()
-
-
-def _share_the_cores() -> None:
+def _share_the_cores() -> int:
     """Give each of pytest-xdist's workers (the suite runs in parallel: ``addopts`` in pyproject.toml) an equal
     share of the cores, and have idle OpenMP threads sleep rather than spin, in the workers and in the
     processes their tests start (a sweep gives its runs threads by the machine's cores). With more threads
     than cores, spinning threads take the time of those with work: a packed sweep's test took 4 times as
-    long beside another worker's."""
+    long beside another worker's. Set before PyTorch loads, which reads them; returns the threads, 0 if
+    not running in parallel."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // workers)
-        os.environ.update(OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
-        torch.set_num_threads(threads)
+    if workers < 2:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // workers)
+    os.environ.update(OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    return threads
 
 
-_share_the_cores()
+_temporary_files_in_memory()
+_THREADS = _share_the_cores()
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from sybil import Sybil  # noqa: E402
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+if _THREADS:
+    torch.set_num_threads(_THREADS)
 
 # torchvision and timm for the conversion tests live in .interop/ (see .ci/run), off the library's path:
 # PyPI's torchvision beside a CPU-only torch fails while it registers its compiled operators' meta kernels

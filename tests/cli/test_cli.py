@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 
@@ -31,8 +32,11 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_status_130():
         proc = subprocess.Popen([str(script), "demo", "--steps", "100000"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if working:  # once it trains
+            watchdog = threading.Timer(120, proc.kill)  # a demo that never prints a step ends the test
+            watchdog.start()
             while "training step" not in proc.stdout.readline():
                 assert proc.poll() is None, proc.stderr.read()
+            watchdog.cancel()
         else:
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
@@ -51,9 +55,11 @@ def test_train_help_lists_the_allowed_values(capsys):
         assert listed in text, listed
 
 
-def test_the_process_ends_with_the_commands_status_and_all_it_printed_even_under_a_profiler(tmp_path, capsys):
+def test_the_process_ends_with_the_commands_status_and_all_it_printed_even_under_a_profiler(tmp_path, capsys,
+                                                                                           monkeypatch):
     # python -m swapout.cli skips the interpreter's teardown: the status, all that was printed into a pipe (a
     # help text stays in the buffer) and what a profiler writes at the very end must come through all the same
+    monkeypatch.setenv("COLUMNS", "100")  # the help's width, here and in the processes below
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 import threading
 from typing import List, NoReturn, Optional, Union
@@ -201,13 +202,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_process(argv: Optional[List[str]] = None) -> NoReturn:
     """Run `main` as the whole process, then end the process with its exit status.
 
-    The process ends as the interpreter would end it, up to the last step: the other threads are joined, the
-    ``atexit`` handlers run and the output is flushed; then, instead of tearing down every module one by one,
-    it exits at once. With PyTorch's compiler stack loaded (every optimizer imports it) that teardown alone
-    takes about half a second, at the end of every command and of every run a sweep or a study starts.
-    Everything swapout writes is closed before `main` returns. Under a profiler, a tracer or a debugger
-    (``python -m cProfile``, coverage), which write what they found at the interpreter's end, the process
-    ends the usual way.
+    The process ends as the interpreter would end it, up to the last step: the thread pools' exit hooks run
+    and the other threads are joined, the ``atexit`` handlers run and the output is flushed (Python's and the C
+    library's, which a run's compiled code or a distributed backend may print to); then, instead of tearing down
+    every module one by one, it exits at once. With PyTorch's compiler stack loaded (every optimizer imports
+    it) that teardown alone takes about half a second, at the end of every command and of every run a sweep or
+    a study starts. Everything swapout writes is closed before `main` returns. Once it has returned, a Ctrl-C
+    no longer changes the status. Under a profiler, a tracer or a debugger (``python -m cProfile``, coverage),
+    which write what they found at the interpreter's end, the process ends the usual way.
 
     Args:
         argv: the arguments after the program name; None reads ``sys.argv[1:]``.
@@ -222,15 +224,30 @@ def run_process(argv: Optional[List[str]] = None) -> NoReturn:
     if isinstance(status, str):  # as sys.exit("message") would: the message on stderr, status 1
         print(status, file=sys.stderr)
         status = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # the interpreter's own first step of shutting down
-    for stream in (sys.stdout, sys.stderr):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the interpreter's own first steps of shutting down: the exit hooks of thread pools (concurrent.futures
+    # wakes its idle workers there, which would otherwise never end) and the join of every other thread
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can be said
             pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)  # every stream of the C library
+    except (OSError, AttributeError, TypeError, ValueError):
+        pass
     os._exit(status or 0)
 
 
