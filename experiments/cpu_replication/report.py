@@ -414,6 +414,7 @@ value, only in direction.
 What it runs (`experiments/cpu_replication/sweep.json`, in this order): Table 2's five schedules and the ResNet
 baseline at 32 epochs, seed 0, then seed 1; the budget curve (ResNet and Linear(1, 0.5) at 16 epochs, seeds 0
 and 1, and 64 epochs, seed 0); then, with no training, Figure 2 and implicit against explicit ensembles.
+
 """.splitlines()
 
 TAIL = """## How to continue it, or run it again
