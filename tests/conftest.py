@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 import torch
 
@@ -59,3 +61,21 @@ def backend(request, monkeypatch):
         pytest.skip("no fused CPU kernel on this machine (no C compiler)")
     monkeypatch.setattr(fused, "_enabled", request.param == "fused")
     return request.param
+
+
+@pytest.fixture
+def swapout_here(capsys):
+    """``swapout ARGS`` run by this process, reported as a finished subprocess would be: status, stdout, stderr.
+    The command's own children (a sweep's runs) are child processes all the same; another interpreter for the
+    command itself would only add seconds of start-up."""
+    from swapout.cli.main import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        try:
+            code = main(list(args))
+        except SystemExit as stop:  # argparse's status, or a command's own
+            code = stop.code
+        printed = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, printed.out, printed.err)
+
+    return run

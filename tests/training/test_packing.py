@@ -3,7 +3,6 @@
 import contextlib
 import json
 import math
-import subprocess
 
 import pytest
 import torch
@@ -220,32 +219,21 @@ def test_a_run_whose_loss_becomes_non_finite_stops_alone(tmp_path, monkeypatch):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _sweep(args, capsys):
-    """``swapout sweep ARGS`` run by this process, as a finished subprocess would report it. Its runs are child
-    processes all the same; another interpreter for the sweep itself would only add seconds of start-up."""
-    try:
-        code = main(["sweep", *args])
-    except SystemExit as stop:
-        code = stop.code
-    printed = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
-
-
 # as test_sweep.py's TINY, for the same reasons
 SWEEP_TINY = ["--depth", "8", "--val-split", "49000", "--batch-size", "32", "--epochs", "2", "--max-steps", "12",
               "--eval-samples", "2", "--eval-limit", "50", "--checkpoint-every", "4", "--device", "cpu"]
 
 
 @needs_data
-def test_a_packed_sweep_stopped_by_its_budget_continues_exactly_and_its_runs_evaluate(tmp_path, capsys):
+def test_a_packed_sweep_stopped_by_its_budget_continues_exactly_and_its_runs_evaluate(tmp_path, swapout_here):
     presets = ["--presets", "short/cpu-20-w1-resnet,short/cpu-20-w1-swapout", "--seeds", "0,1", "--pack", "4"]
-    whole = _sweep([*presets, "--out", str(tmp_path / "whole"), *SWEEP_TINY], capsys)
+    whole = swapout_here("sweep", *presets, "--out", str(tmp_path / "whole"), *SWEEP_TINY)
     assert whole.returncode == 0 and "4 runs (1 pack)" in whole.stdout, whole.stdout + whole.stderr
-    first = _sweep([*presets, "--out", str(tmp_path / "cut"), "--budget-minutes", "0.01", *SWEEP_TINY], capsys)
+    first = swapout_here("sweep", *presets, "--out", str(tmp_path / "cut"), "--budget-minutes", "0.01", *SWEEP_TINY)
     assert first.returncode == 0 and "0 of 4 runs done, 4 stopped" in first.stdout, first.stdout + first.stderr
     stopped = read_checkpoint(tmp_path / "cut" / "packs" / "pack-1" / "checkpoint.pt")["state"]["global_step"]
     assert 1 <= stopped < 12  # SIGTERM: the pack finished its step and checkpointed
-    second = _sweep(["--out", str(tmp_path / "cut"), "--device", "cpu"], capsys)
+    second = swapout_here("sweep", "--out", str(tmp_path / "cut"), "--device", "cpu")
     assert second.returncode == 0 and second.stdout.count("[done]") == 4, second.stdout + second.stderr
     assert "(resumed)" in second.stdout
     for run in sorted((tmp_path / "whole").glob("*/seed-*")):

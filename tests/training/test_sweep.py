@@ -216,22 +216,11 @@ def test_ctrl_c_stops_the_children_with_a_checkpoint(tmp_path, monkeypatch):
     assert sweep_plan.plan(sweep_plan.open_sweep(tmp_path / "s"), tmp_path / "s")[0].state == "resume"
 
 
-def _sweep(args, capsys):
-    """``swapout ARGS`` run by this process, as a finished subprocess would report it. The runs are child processes
-    all the same; another interpreter for the sweep itself would only add seconds of start-up."""
-    try:
-        code = main(args)
-    except SystemExit as stop:
-        code = stop.code
-    printed = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
-
-
 @needs_data
-def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, capsys):
+def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, capsys, swapout_here):
     out = tmp_path / "sweep"
-    first = _sweep(["sweep", "--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu", "2",
-                    "--budget-minutes", "0.01", "--device", "cpu", "--keep-finished", "weights", *TINY], capsys)
+    first = swapout_here("sweep", "--presets", f"{RESNET},{SWAPOUT}", "--seeds", "0,1", "--out", str(out), "--per-gpu",
+                         "2", "--budget-minutes", "0.01", "--device", "cpu", "--keep-finished", "weights", *TINY)
     assert first.returncode == 0, first.stdout + first.stderr
     again = f"swapout sweep --out {out} --per-gpu 2 --device cpu --keep-finished weights"
     assert f"Continue with: {again}\n" in first.stdout
@@ -245,7 +234,7 @@ def test_budget_interrupts_then_the_same_command_finishes_and_reports(tmp_path, 
     assert not (out / "short-cpu-20-w1-swapout").exists()  # no run starts after the budget
     configs = {run: (run / "config.json").read_bytes() for run in interrupted}
 
-    second = _sweep(shlex.split(again)[1:], capsys)
+    second = swapout_here(*shlex.split(again)[1:])
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("(resumed)") == 2 and second.stdout.count("[done]") == 4
     results = {}

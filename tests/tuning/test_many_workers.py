@@ -16,7 +16,6 @@ import optuna
 import pytest
 import torch
 
-from swapout.cli.main import main
 from swapout.runs.config import TrainConfig
 from swapout.runs.rundir import read_checkpoint
 from swapout.training.train import train
@@ -185,13 +184,11 @@ def _comparable(run):
     return json.loads((run / "config.json").read_text()), metrics, results
 
 
-def test_the_campaign_on_the_engine_equals_the_one_machine_sweep(tmp_path, postgres, capsys):
+def test_the_campaign_on_the_engine_equals_the_one_machine_sweep(tmp_path, postgres, swapout_here):
     grid = ["--presets", f"{RESNET},{PRESET}", "--seeds", "0,1", "--device", "cpu", "--epochs", "1", "--max-steps",
             "4", *TINY]
-    try:  # the one-machine sweep in this process (its runs are child processes all the same)
-        assert main(["sweep", "--out", str(tmp_path / "one"), "--per-gpu", "2", *grid]) == 0
-    except SystemExit as stop:
-        pytest.fail(f"the one-machine sweep exited {stop.code}: {capsys.readouterr()}")
+    today = swapout_here("sweep", "--out", str(tmp_path / "one"), "--per-gpu", "2", *grid)
+    assert today.returncode == 0, today.stdout + today.stderr
     url = postgres.database()
     engine = subprocess.run(_cli("sweep", "--out", str(tmp_path / "many"), "--storage", url, "--workers", "2",
                                  *FAST_FAULTS, *grid), capture_output=True, text=True, timeout=600)

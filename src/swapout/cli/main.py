@@ -228,13 +228,7 @@ def run_process(argv: Optional[List[str]] = None) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the interpreter's own first steps of shutting down: the exit hooks of thread pools (concurrent.futures
     # wakes its idle workers there, which would otherwise never end) and the join of every other thread
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        shutdown()
-    else:
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
