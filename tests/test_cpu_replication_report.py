@@ -53,11 +53,10 @@ def test_tables_and_verdicts_follow_the_runs(runs):
     text = report.write(runs, runs.parent / "README.md")
     assert "| Swapout, Linear(1, 0.5) | 2 | 10.60 ± 0.14 | 9.10 ± 0.14 | 6.43 / 5.68 |" in text
     assert "| ResNet v2 Ours (baseline) | 2 | 10.20 ± 0.28 | - (no masks) |" in text
-    # swapout (9.10) against the ResNet (10.20): Welch's t over 2 + 2 seeds, df floored to 1 here
-    d, lo, hi, kind = report.difference([9.0, 9.2], [10.0, 10.4], 9980)
-    se = math.sqrt(0.02 / 2 + 0.08 / 2)
-    assert d == pytest.approx(-1.1) and hi == pytest.approx(-1.1 + 12.706 * se) and "Welch" in kind
-    assert report.verdict((d, lo, hi, kind)) == "cannot tell"  # two seeds: the interval is wide
+    # swapout (9.10) against the ResNet (10.20), the seeds' spread pooled over the three methods with two seeds:
+    # 3 df, sd 0.2, half-width 3.182 * 0.2 * sqrt(1/2 + 1/2)
+    assert ("| Swapout beats the same ResNet | holds | Linear(1, 0.5) stochastic minus ResNet: -1.10 points "
+            "[-1.74, -0.46] (t over seeds, spread pooled over the 32-epoch methods (3 df), n = 2 and 2)") in text
     assert "| Stochastic beats deterministic inference | holds |" in text  # -1.5 and -1.5, -1.0 and -0.8
     assert "| More stochasticity in early layers hurts | holds |" in text  # 11.1 against 9.1
     assert "| Linear(1, 0.5) is the best schedule | cannot tell yet (runs not finished) |" in text
@@ -70,3 +69,14 @@ def test_one_seed_uses_the_test_sets_sampling_error_and_says_so():
     assert (lo, hi) == pytest.approx((d - half, d + half)) and "seed spread not included" in kind
     assert report.verdict((d, lo, hi, kind)) == "holds"
     assert report.verdict((-d, -hi, -lo, kind)) == "does not hold"
+
+
+def test_two_seeds_a_method_judge_with_the_spread_pooled_over_methods():
+    assert report.pooled_spread([[9.0], [10.0], []]) is None  # no method has two seeds yet
+    spread = report.pooled_spread([[9.0, 9.2], [10.0, 10.4], [11.0], []])
+    assert spread == pytest.approx((math.sqrt((0.02 + 0.08) / 2), 2))
+    d, lo, hi, kind = report.difference([9.0, 9.2], [10.0, 10.4], 9980, spread)
+    assert (lo, hi) == pytest.approx((d - 4.303 * spread[0], d + 4.303 * spread[0]))  # sqrt(1/2 + 1/2) = 1
+    assert report.verdict((d, lo, hi, kind)) == "holds" and "(2 df)" in kind
+    one = report.difference([9.0, 9.2], [10.0, 10.4], 9980, (spread[0], 1))  # one method with two seeds
+    assert report.verdict(one) == "cannot tell"  # t = 12.7 at 1 df
