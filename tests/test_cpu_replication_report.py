@@ -57,7 +57,8 @@ def test_tables_and_verdicts_follow_the_runs(runs):
     # 3 df, sd 0.2, half-width 3.182 * 0.2 * sqrt(1/2 + 1/2)
     assert ("| Swapout beats the same ResNet | holds | Linear(1, 0.5) stochastic minus ResNet: -1.10 points "
             "[-1.74, -0.46] (t over seeds, spread pooled over the 32-epoch methods (3 df), n = 2 and 2)") in text
-    assert "| Stochastic beats deterministic inference | holds |" in text  # -1.5 and -1.5, -1.0 and -0.8
+    assert "| Stochastic beats deterministic inference | holds |" in text
+    assert "(t over runs (n = 4)); each run: -1.00, -1.80, -1.50, -1.50 |" in text
     assert "| More stochasticity in early layers hurts | holds |" in text  # 11.1 against 9.1
     assert "| Linear(1, 0.5) is the best schedule | cannot tell yet (runs not finished) |" in text
     assert "**6 of 18 runs finished**" in text and "6 resumption(s)" in text

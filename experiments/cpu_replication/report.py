@@ -365,7 +365,8 @@ def claims_section(campaign: Dict) -> List[str]:
              f"| Linear(1, 0.5) is the best schedule | {best_text} | stochastic error of Linear(1, 0.5) minus: "
              + "; ".join(f"{label} {fmt_interval(d)}" for label, d in best_rows) + " |",
              f"| Stochastic beats deterministic inference | {verdict(sto)} | stochastic minus deterministic, "
-             f"every swapout run: {fmt_interval(sto)} |",
+             f"every swapout run: {fmt_interval(sto)}"
+             + (f"; each run: {', '.join(f'{x:+.2f}' for x in sto_det)}" if sto_det else "") + " |",
              f"| More stochasticity in early layers hurts | {verdict(early, better_below_zero=False)} | "
              f"Linear(0.5, 1) minus Linear(1, 0.5), stochastic: {fmt_interval(early)} |",
              f"| A few passes suffice | {few[0]} | {few[1]} |"]
