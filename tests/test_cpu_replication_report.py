@@ -81,3 +81,35 @@ def test_two_seeds_a_method_judge_with_the_spread_pooled_over_methods():
     assert report.verdict((d, lo, hi, kind)) == "holds" and "(2 df)" in kind
     one = report.difference([9.0, 9.2], [10.0, 10.4], 9980, (spread[0], 1))  # one method with two seeds
     assert report.verdict(one) == "cannot tell"  # t = 12.7 at 1 df
+
+
+def _curve(runs, seed, errors, images=9980):
+    mean = [sum(col) / len(col) for col in zip(*errors)]
+    curve = {"samples": list(range(1, 31)), "mean_error": mean, "standard_error": [0.0] * 30, "errors": errors,
+             "repeats": len(errors), "images": images}
+    (runs / "linear-1-0.5-32ep" / f"seed-{seed}" / "figure2-test.json").write_text(json.dumps(curve))
+
+
+def test_few_passes_pairs_10_and_30_within_repetitions_and_waits_for_every_curve(runs):
+    for seed in (0, 1):
+        _finish(runs, "linear-1-0.5-32ep", seed, 14.0, 12.7)
+    flat = [[13.0] * 9 + [12.0 + r * 0.5] * 21 for r in range(4)]  # every repetition: 10 passes = 30 passes
+    _curve(runs, 0, flat)
+    verdict, why = report.few_passes(report.read_campaign(runs))
+    assert verdict == "cannot tell yet (phase 5 not run)" and "seed-1: not yet" in why
+    _curve(runs, 1, flat, images=200)  # a quick check on a few images does not count
+    assert report.few_passes(report.read_campaign(runs))[0] == "cannot tell"
+    _curve(runs, 1, flat)
+    verdict, why = report.few_passes(report.read_campaign(runs))
+    assert verdict == "holds" and "+0.00 points (2 SE 0.00, 4 repetitions)" in why
+    # 10 passes worse than 30 by 0.1 in every repetition: the repetitions' spread (0.5 between them) would
+    # hide it unpaired; paired, the difference is exact and the claim does not hold
+    _curve(runs, 1, [[13.0] * 9 + [12.1 + r * 0.5] * 20 + [12.0 + r * 0.5] for r in range(4)])
+    verdict, why = report.few_passes(report.read_campaign(runs))
+    assert verdict == "does not hold" and "+0.10 points (2 SE 0.00, 4 repetitions)" in why
+    # differences 0.1, 0.3, 0.1, 0.3: mean 0.2, 2 SE = 2 * 0.1155 / sqrt(4) = 0.12 < 0.2
+    _curve(runs, 1, [[13.0] * 9 + [12.0 + d] * 20 + [12.0] for d in (0.1, 0.3, 0.1, 0.3)])
+    verdict, why = report.few_passes(report.read_campaign(runs))
+    assert verdict == "does not hold" and "+0.20 points (2 SE 0.12" in why
+    _curve(runs, 1, [[13.0] * 9 + [12.0 + d] * 20 + [12.0] for d in (-0.3, 0.3, -0.2, 0.4)])  # mean 0.05, 2 SE 0.17
+    assert report.few_passes(report.read_campaign(runs))[0] == "holds"

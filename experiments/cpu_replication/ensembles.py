@@ -13,6 +13,8 @@ How the rows are formed (each a mean over what the runs allow, so that no single
 - ResNet, 1 network: the metrics of each seed's network, averaged;
 - ResNet ensemble of K: the mean softmax of K seeds' networks (seeds 0..K-1).
 
+Each swapout network's masks are seeded with its run's seed.
+
 The corruptions are chosen by kind before any was measured (a noise, a blur, a digital one), not by
 their results. Logits are cached (not in the repository) so that an interrupted call continues.
 """
@@ -32,7 +34,7 @@ import torch
 
 from swapout.cache import cache_dir
 from swapout.data import MEAN, STD, load_split
-from swapout.data.shifted import shifted_images
+from swapout.data.shifted import images_digest, shifted_images
 from swapout.evaluation.errors import split_logits
 from swapout.evaluation.uncertainty import calibration_metrics
 from swapout.runs.config import TrainConfig
@@ -55,17 +57,27 @@ def load_network(run_dir: Path) -> torch.nn.Module:
 def cached_logits(run_dir: Path, model: torch.nn.Module, name: str, images: np.ndarray, labels: np.ndarray,
                   samples: int, seed: int) -> Dict[str, torch.Tensor]:
     """The network's logits on one set: deterministic, and ``samples`` passes; cached by weights and images."""
-    digest = hashlib.sha256(str(run_dir.resolve()).encode() + images[:64].tobytes()
+    digest = hashlib.sha256(str(run_dir.resolve()).encode() + images_digest(images).encode()
                             + (run_dir / "results.json").read_bytes()).hexdigest()[:16]
     path = cache_dir() / "cpu-replication" / f"{name}-{samples}-{seed}-{digest}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        out = torch.load(path, weights_only=True)
+        if out["deterministic"].shape[0] == len(labels) and (not samples or out["passes"].shape[0] == samples):
+            return out
     torch.manual_seed(seed)
     out = split_logits(model, images, labels, MEAN["cifar10"], STD["cifar10"], torch.device("cpu"), samples)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
     return out
+
+
+def run_seed(run_dir: Path) -> int:
+    return int(run_dir.name.split("-", 1)[1])
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return logits.double().softmax(-1)
 
 
 def metrics(probs: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
@@ -106,19 +118,22 @@ def main() -> None:
     table: Dict[str, Dict[str, Dict[str, float]]] = {}
     for set_name, set_images in sets.items():
         print(f"{set_name}: {len(y):,} images", flush=True)
-        swap = [cached_logits(d, networks[d], set_name, set_images, labels, args.passes, 0) for d in swap_dirs]
+        # each swapout network's masks are seeded with its run's seed, so that averaging over seeds also
+        # averages over mask draws
+        swap = [cached_logits(d, networks[d], set_name, set_images, labels, args.passes, run_seed(d))
+                for d in swap_dirs]
         res = [cached_logits(d, networks[d], set_name, set_images, labels, 0, 0) for d in res_dirs]
         rows = {}
         for k in (1, 2):
             rows[f"swapout, {k} pass{'es' if k > 1 else ''}|{k}"] = averaged(
-                [metrics(s["passes"][i:i + k].softmax(-1).mean(0), y) for s in swap
+                [metrics(probabilities(s["passes"][i:i + k]).mean(0), y) for s in swap
                  for i in range(0, args.passes - k + 1, k)])
-            nets = [r["deterministic"].softmax(-1) for r in res]
+            nets = [probabilities(r["deterministic"]) for r in res]
             rows[f"ResNet, {'1 network' if k == 1 else f'ensemble of {k} seeds'}|{k}"] = averaged(
                 [metrics(p, y) for p in nets]) if k == 1 else averaged([metrics(torch.stack(nets[:k]).mean(0), y)])
         rows[f"swapout, {args.passes} passes|{args.passes}"] = averaged(
-            [metrics(s["passes"].softmax(-1).mean(0), y) for s in swap])
-        rows["swapout, deterministic|1"] = averaged([metrics(s["deterministic"].softmax(-1), y) for s in swap])
+            [metrics(probabilities(s["passes"]).mean(0), y) for s in swap])
+        rows["swapout, deterministic|1"] = averaged([metrics(probabilities(s["deterministic"]), y) for s in swap])
         table[set_name] = rows
     names = list(table["clean"])
     result = {"sets": list(sets), "images": int(len(y)), "swapout_seeds": [d.name for d in swap_dirs],
@@ -143,19 +158,20 @@ def plot(result: Dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110)
     x = np.arange(len(result["sets"]))
     for row in result["rows"]:
-        style = "-o" if row["contender"].startswith("swapout") else "--s"
+        # markers only: the sets are categories, not points on a line
+        style = "o" if row["contender"].startswith("swapout") else "s"
         for ax, metric in zip(axes, ("error", "nll", "ece")):
-            ax.plot(x, [row["sets"][s][metric] for s in result["sets"]], style, ms=4,
-                    label=f"{row['contender']} ({row['passes']} pass{'es' if row['passes'] > 1 else ''})")
+            ax.plot(x, [row["sets"][s][metric] for s in result["sets"]], style, ms=5, alpha=0.8,
+                    label=row["contender"] if ax is axes[0] else None)
     for ax, title in zip(axes, ("error (%)", "NLL (nats)", "ECE (%)")):
         ax.set_xticks(x)
         ax.set_xticklabels(result["sets"], rotation=45, ha="right", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    fig.legend(loc="lower center", ncol=len(result["rows"]), fontsize=7, frameon=False)
     fig.suptitle(f"Implicit (swapout passes) against explicit (ResNet seeds) ensembles, 32 epochs, W x 1; "
                  f"{result['images']:,} test images", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 

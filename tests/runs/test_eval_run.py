@@ -58,6 +58,9 @@ def test_sample_curve_means_and_standard_errors_by_hand():
     assert curve["mean_error"] == pytest.approx([50.0, 33.3333, 16.6667], abs=1e-4)
     assert curve["standard_error"] == pytest.approx([16.6667, 33.3333, 16.6667], abs=1e-4)
     assert curve["samples"] == [1, 2, 3] and curve["repeats"] == 2 and curve["images"] == 3
+    # each repetition's own curve is kept, for paired comparisons between pass counts
+    assert curve["errors"] == [pytest.approx([66.6667, 0, 0], abs=1e-4),
+                               pytest.approx([33.3333, 66.6667, 33.3333], abs=1e-4)]
     # the first repetition can be passes already drawn: the model then supplies the second only
     first = _Replay(P0[0])(torch.zeros(9)).softmax(-1).view(3, 3, 2)
     assert _curve(_Replay(P0[1]), first=first)["mean_error"] == curve["mean_error"]

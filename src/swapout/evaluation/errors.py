@@ -137,9 +137,11 @@ def sample_curve(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean,
         first: per-pass probabilities (n, N, classes) already drawn over the split (for instance by
             the stochastic evaluation); they are used as the first repetition instead of new draws.
 
-    Returns ``{"samples": [1..n], "mean_error": [...], "standard_error": [...], "repeats": r, "images": N}``,
-    the standard error being that of the mean over the ``repeats`` independent repetitions (sample
-    standard deviation with n - 1, divided by sqrt(r)), rounded to 4 decimals.
+    Returns ``{"samples": [1..n], "mean_error": [...], "standard_error": [...], "errors": [[...] x r],
+    "repeats": r, "images": N}``, the standard error being that of the mean over the ``repeats`` independent
+    repetitions (sample standard deviation with n - 1, divided by sqrt(r)), rounded to 4 decimals. ``errors``
+    holds each repetition's curve, so that two pass counts can be compared paired: within a repetition the
+    first k passes are also the first k of every larger count.
     """
     if max_samples < 1 or repeats < 1:
         raise ValueError(f"max_samples and repeats must be >= 1, got {max_samples} and {repeats}")
@@ -157,4 +159,5 @@ def sample_curve(model: nn.Module, images: np.ndarray, labels: np.ndarray, mean,
         errors[r] = curve_errors(probs, y)
     se = errors.std(0, ddof=1) / math.sqrt(repeats) if repeats > 1 else np.zeros(max_samples)
     return {"samples": list(range(1, max_samples + 1)), "mean_error": errors.mean(0).round(4).tolist(),
-            "standard_error": se.round(4).tolist(), "repeats": repeats, "images": int(len(labels))}
+            "standard_error": se.round(4).tolist(), "errors": errors.round(4).tolist(), "repeats": repeats,
+            "images": int(len(labels))}
