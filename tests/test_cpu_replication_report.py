@@ -102,6 +102,7 @@ def test_few_passes_pairs_10_and_30_within_repetitions_and_waits_for_every_curve
     _curve(runs, 1, flat)
     verdict, why = report.few_passes(report.read_campaign(runs))
     assert verdict == "holds" and "+0.00 points (2 SE 0.00, 4 repetitions)" in why
+    assert "10 passes reach: 100%, 100%" in why  # 1 pass 13.0 and 10 passes as good as 30
     # 10 passes worse than 30 by 0.1 in every repetition: the repetitions' spread (0.5 between them) would
     # hide it unpaired; paired, the difference is exact and the claim does not hold
     _curve(runs, 1, [[13.0] * 9 + [12.1 + r * 0.5] * 20 + [12.0 + r * 0.5] for r in range(4)])
