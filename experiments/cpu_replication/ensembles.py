@@ -36,7 +36,7 @@ from swapout.cache import cache_dir
 from swapout.data import MEAN, STD, load_split
 from swapout.data.shifted import images_digest, shifted_images
 from swapout.evaluation.errors import split_logits
-from swapout.evaluation.uncertainty import calibration_metrics
+from swapout.evaluation.uncertainty import calibration_metrics, probabilities
 from swapout.runs.config import TrainConfig
 from swapout.runs.evaluate import load_target
 from swapout.runs.experiment import build_model
@@ -74,10 +74,6 @@ def cached_logits(run_dir: Path, model: torch.nn.Module, name: str, images: np.n
 
 def run_seed(run_dir: Path) -> int:
     return int(run_dir.name.split("-", 1)[1])
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    return logits.double().softmax(-1)
 
 
 def metrics(probs: torch.Tensor, labels: torch.Tensor) -> Dict[str, float]:
@@ -126,13 +122,13 @@ def main() -> None:
         rows = {}
         for k in (1, 2):
             rows[f"swapout, {k} pass{'es' if k > 1 else ''}|{k}"] = averaged(
-                [metrics(probabilities(s["passes"][i:i + k]).mean(0), y) for s in swap
+                [metrics(probabilities(s["passes"][i:i + k]), y) for s in swap
                  for i in range(0, args.passes - k + 1, k)])
             nets = [probabilities(r["deterministic"]) for r in res]
             rows[f"ResNet, {'1 network' if k == 1 else f'ensemble of {k} seeds'}|{k}"] = averaged(
                 [metrics(p, y) for p in nets]) if k == 1 else averaged([metrics(torch.stack(nets[:k]).mean(0), y)])
         rows[f"swapout, {args.passes} passes|{args.passes}"] = averaged(
-            [metrics(probabilities(s["passes"]).mean(0), y) for s in swap])
+            [metrics(probabilities(s["passes"]), y) for s in swap])
         rows["swapout, deterministic|1"] = averaged([metrics(probabilities(s["deterministic"]), y) for s in swap])
         table[set_name] = rows
     names = list(table["clean"])

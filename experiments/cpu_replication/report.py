@@ -48,11 +48,13 @@ def t975(df: float) -> float:
 
 
 def read_run(path: Path) -> Dict[str, Any]:
-    """One run's state: its config, epochs done, results if finished, and how often it was started."""
+    """One run's state: its config, epochs done, results if finished, its Figure 2 curve if drawn, and how often
+    it was started."""
     cfg = json.loads((path / "config.json").read_text())["config"] if (path / "config.json").exists() else None
     metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] \
         if (path / "metrics.jsonl").exists() else []
     results = json.loads((path / "results.json").read_text()) if (path / "results.json").exists() else None
+    figure2 = json.loads((path / "figure2-test.json").read_text()) if (path / "figure2-test.json").exists() else None
     log = (path / "train.log").read_text(errors="replace") if (path / "train.log").exists() else ""
     complete = [m for m in metrics if not m.get("partial")]
     failed = None
@@ -60,7 +62,7 @@ def read_run(path: Path) -> Dict[str, Any]:
         failed = results["failed"]
     elif re.search(r"^swapout train: .*(non-finite|Error|error)", log, re.M):
         failed = log.strip().splitlines()[-1]
-    return {"path": path, "config": cfg, "metrics": metrics, "results": results, "failed": failed,
+    return {"path": path, "config": cfg, "metrics": metrics, "results": results, "figure2": figure2, "failed": failed,
             "epochs_done": len(complete), "starts": log.count("\n=== "),
             "train_time_s": (results or {}).get("train_time_s") or (metrics[-1]["train_time_s"] if metrics else 0.0)}
 
@@ -384,10 +386,9 @@ def claims_section(campaign: Dict) -> List[str]:
 
 def curve_of(run: Dict) -> Tuple[Optional[Dict], str]:
     """A finished run's Figure 2 curve on the whole exact test split, or None and why it does not count."""
-    path = run["path"] / "figure2-test.json"
-    if not path.exists():
+    data = run["figure2"]
+    if data is None:
         return None, "not yet"
-    data = json.loads(path.read_text())
     c = data.get("curve", data)
     wanted = test_images([run])
     if c.get("images") != wanted:

@@ -34,10 +34,10 @@ if [ "$status" = 0 ] && [ "$all_done" = True ] && [ "$left" -gt 60 ]; then
     for run in "$out"/linear-1-0.5-32ep/seed-*; do
         left=$(( budget * 60 - ($(date +%s) - began) ))
         drawn=$(python -c '
-import json, pathlib, sys
-run = pathlib.Path(sys.argv[1])
-curve, results = run / "figure2-test.json", json.loads((run / "results.json").read_text())
-print(curve.exists() and json.loads(curve.read_text()).get("images") == results["splits"]["test"]["images"])' "$run")
+import pathlib, sys
+sys.path.insert(0, "experiments/cpu_replication")
+import report
+print(report.curve_of(report.read_run(pathlib.Path(sys.argv[1])))[0] is not None)' "$run")
         if [ "$drawn" != True ] && [ "$left" -gt 3600 ]; then
             timeout "$left" nice -n 19 swapout eval "$run" --samples 30 --repeats 10 --seed "${run##*seed-}" --quiet \
                 2>&1 | tee -a "$log" || status=$?
