@@ -109,7 +109,8 @@ def main() -> None:
               "warmup_steps": args.warmup, "reps": args.reps, "contenders": rows, "fastest": best["contender"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written to {args.out}")
+    # relative, so that the output committed beside the JSON names no machine's directories
+    print(f"written to {os.path.relpath(args.out)}")
 
 
 if __name__ == "__main__":

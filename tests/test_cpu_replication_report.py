@@ -114,3 +114,22 @@ def test_few_passes_pairs_10_and_30_within_repetitions_and_waits_for_every_curve
     assert verdict == "does not hold" and "+0.20 points (2 SE 0.12" in why
     _curve(runs, 1, [[13.0] * 9 + [12.0 + d] * 20 + [12.0] for d in (-0.3, 0.3, -0.2, 0.4)])  # mean 0.05, 2 SE 0.17
     assert report.few_passes(report.read_campaign(runs))[0] == "holds"
+
+
+def test_the_summary_the_docs_show_says_what_it_cost_and_how_to_continue(runs):
+    text = report.write(runs, runs.parent / "README.md")
+    summary = text.split("<!-- summary -->", 1)[1].split("<!-- /summary -->", 1)[0]
+    assert "**0 of 18 runs finished**" in summary and "Wall time 2.00 h" in summary
+    assert "- machine: 2 cores, a CPU, torch 2" in summary
+    assert "    experiments/cpu_replication/run.sh [BUDGET_MINUTES]" in summary
+    if (ROOT / "results" / "benchmarks" / "cpu_campaign.json").exists():
+        assert "| 2 runs x 1 thread |" in summary
+
+
+def test_every_command_of_the_readme_names_files_that_exist_from_the_repositorys_root(runs):
+    text = report.write(runs, runs.parent / "README.md")
+    commands = [line.strip() for line in text.splitlines() if line.startswith("    ") and line.strip()]
+    paths = [word for command in commands for word in command.split()
+             if "/" in word and not word.startswith("results/")]  # results/ is where runs write
+    assert "experiments/cpu_replication/run.sh" in paths and "benchmarks/bench_cpu_campaign.py" in paths
+    assert [p for p in paths if not (ROOT / p).exists()] == []

@@ -183,7 +183,9 @@ def fmt_interval(interval: Optional[Tuple[float, float, float, str]]) -> str:
 # ---- sections ------------------------------------------------------------------------------------------------
 
 
-def progress_section(campaign: Dict) -> List[str]:
+def totals(campaign: Dict) -> List[str]:
+    """How far the campaign got and what it cost: runs finished, invocations, stops and resumptions, hours, and
+    the machines (the README's progress and the Results page both say it)."""
     runs, inv = campaign["runs"], campaign["invocations"]
     done = [r for r in runs if r["results"] and not r["failed"]]
     wall = sum(((i["end"] or i["start"]) - i["start"]).total_seconds() for i in inv)
@@ -195,8 +197,12 @@ def progress_section(campaign: Dict) -> List[str]:
              f"Wall time {wall / 3600:.2f} h on {len(campaign['machines']) or 'no'} machine(s) "
              f"({2 * wall / 3600:.2f} core-hours: two runs at a time, one core each); training time of all runs "
              f"together {train / 3600:.2f} h.", ""]
-    for machine in campaign["machines"]:
-        lines.append(f"- machine: {machine}")
+    return lines + [f"- machine: {machine}" for machine in campaign["machines"]]
+
+
+def progress_section(campaign: Dict) -> List[str]:
+    runs = campaign["runs"]
+    lines = totals(campaign)
     nets = group(campaign, "linear-1-0.5-32ep")
     drawn = sum(1 for r in nets if curve_of(r)[0] is not None)
     ensembles = campaign["base"] / "ensembles.json"
@@ -300,7 +306,7 @@ def figure2_section(campaign: Dict) -> List[str]:
     for r in group(campaign, "linear-1-0.5-32ep"):
         c, why = curve_of(r)
         if c is None:
-            lines.append(f"- {r['name']}/seed-{r['seed']}: {why} (phase 5: `swapout eval {rel(r['path'], base)} "
+            lines.append(f"- {r['name']}/seed-{r['seed']}: {why} (phase 5: `swapout eval {rel(r['path'], ROOT)} "
                          f"--samples 30 --repeats 10 --seed {r['seed']}`)")
             continue
         drawn = True
@@ -440,7 +446,31 @@ def summary(campaign: Dict) -> List[str]:
             + budget_section(campaign, campaign["base"] / "budget-curve.png")
             + ["", "### What each claim of the paper looks like here", ""] + claims_section(campaign) + ["", RULES]
             + ["", "### Implicit against explicit ensembles", ""] + ensembles_section(campaign["base"])
-            + ["", "### Figure 2", ""] + figure2_section(campaign))
+            + ["", "### Figure 2", ""] + figure2_section(campaign)
+            + ["", "### The campaign: its cost, its machine and its commands", ""] + campaign_section(campaign))
+
+
+def campaign_section(campaign: Dict) -> List[str]:
+    """How far it got, the hours and the machine, phase 1's benchmark, and the command that continues it."""
+    lines = totals(campaign)
+    bench = ROOT / "results" / "benchmarks" / "cpu_campaign.json"
+    if bench.exists():
+        data = json.loads(bench.read_text())
+        lines += ["", f"Phase 1, the fastest exact way to use the cores (`python benchmarks/bench_cpu_campaign.py`, "
+                  f"{data['cores']} cores, {data['cpu_capability']}, torch {data['torch']}; "
+                  "`results/benchmarks/cpu_campaign.json`): training images a second of every contender, timed side "
+                  "by side in one process, and each one's ratio to one run on all the cores.", "",
+                  "| contender | images/s | ratio |", "| --- | --- | --- |"]
+        lines += [f"| {c['contender']} | {c['images_per_s']:.1f} | {c['over_one_run_all_threads']:.3f} |"
+                  for c in data["contenders"]]
+        lines += ["", f"The campaign uses the fastest: {data['fastest']}."]
+    lines += ["", "One command, from the repository's root, continues the campaign where it stopped (at most "
+              "BUDGET_MINUTES, default 150, at the lowest priority; runs stopped by the budget write a checkpoint "
+              "and resume exactly), and once everything is trained, draws phase 5 and this report:", "",
+              "    experiments/cpu_replication/run.sh [BUDGET_MINUTES]", "",
+              "Given a new directory, it runs the campaign again from nothing: "
+              "`experiments/cpu_replication/run.sh 150 results/cpu-replication-again/runs`."]
+    return lines
 
 
 def write(runs_dir: Path, out: Path) -> str:
@@ -487,25 +517,29 @@ and 1, and 64 epochs, seed 0); then, with no training, Figure 2 and implicit aga
 
 TAIL = """## How to continue it, or run it again
 
-One command continues the campaign where it stopped (at most BUDGET minutes, default 150, at the lowest
-priority; every run stopped by the budget writes a checkpoint and resumes exactly):
+Every command here runs from the repository's root. One continues the campaign where it stopped (at most
+BUDGET_MINUTES, default 150, at the lowest priority; every run stopped by the budget writes a checkpoint and
+resumes exactly):
 
     experiments/cpu_replication/run.sh [BUDGET_MINUTES]
 
-The same with a new directory, `experiments/cpu_replication/run.sh 150 runs/cpu-replication`, runs it again from
-nothing. Before the machine goes, commit `runs/` as it is: unfinished runs keep their latest `checkpoint.pt`
-(the one before it, `checkpoint.prev.pt`, is not committed), finished runs keep `weights.pt`, their final weights
-without the optimiser's state (`swapout eval` reads it), beside their config, metrics, results and log. Then:
+Given a new directory, `experiments/cpu_replication/run.sh 150 results/cpu-replication-again/runs` runs it again
+from nothing. Before the machine goes, commit `results/cpu-replication/` as it is: unfinished runs keep their
+latest `checkpoint.pt` (the one before it, `checkpoint.prev.pt`, is not committed), finished runs keep
+`weights.pt`, their final weights without the optimiser's state (`swapout eval` reads it), beside their config,
+metrics, results and log. Then, to draw this README again:
 
     python experiments/cpu_replication/report.py
 
 Phase 5, once the 32-epoch runs of both seeds are finished (`run.sh` starts it by itself when the sweep is done):
 
-    swapout eval runs/linear-1-0.5-32ep/seed-S --samples 30 --repeats 10 --seed S   # Figure 2, S = 0, 1
-    python experiments/cpu_replication/ensembles.py                        # ensembles.json and .png
+    swapout eval results/cpu-replication/runs/linear-1-0.5-32ep/seed-S --samples 30 --repeats 10 --seed S   # S = 0, 1
+    python experiments/cpu_replication/ensembles.py       # ensembles.json and ensembles.png
 
-Two runs at a time with one thread each is the fastest exact way to use two cores:
-`python benchmarks/bench_cpu_campaign.py` (output in `../benchmarks/cpu_campaign.json` and `.txt`).
+Phase 1, the choice between one run on both cores and two runs on one core each, writes
+`results/benchmarks/cpu_campaign.json` (its output: `cpu_campaign.txt` beside it):
+
+    python benchmarks/bench_cpu_campaign.py
 """.splitlines()
 
 
