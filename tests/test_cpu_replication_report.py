@@ -58,7 +58,12 @@ def test_tables_and_verdicts_follow_the_runs(runs):
     assert ("| Swapout beats the same ResNet | holds | Linear(1, 0.5) stochastic minus ResNet: -1.10 points "
             "[-1.74, -0.46] (t over seeds, spread pooled over the 32-epoch methods (3 df), n = 2 and 2)") in text
     assert "| Stochastic beats deterministic inference | holds |" in text
-    assert "(t over runs (n = 4)); each run: -1.00, -1.80, -1.50, -1.50 |" in text
+    assert ("(t over runs (n = 4)); each run: Linear(0.5, 1) seed 0: -1.00, Linear(0.5, 1) seed 1: -1.80, "
+            "Linear(1, 0.5) seed 0: -1.50, Linear(1, 0.5) seed 1: -1.50; 4 of 4 below 0 (sign test, two-sided "
+            "p = 0.125;") in text  # 2 / 2 ** 4
+    # which methods the seeds' spread comes from, each with its own sd: 0.2 pooled from 0.14, 0.28 and 0.14
+    assert ("stochastic, sd 0.20 on 3 df, from Linear(0.5, 1): 0.14, Linear(1, 0.5): 0.14, ResNet (deterministic, "
+            "as it has no masks): 0.28") in text
     assert "| More stochasticity in early layers hurts | holds |" in text  # 11.1 against 9.1
     assert "| Linear(1, 0.5) is the best schedule | cannot tell yet (runs not finished) |" in text
     assert "**6 of 18 runs finished**" in text and "6 resumption(s)" in text
@@ -133,3 +138,11 @@ def test_every_command_of_the_readme_names_files_that_exist_from_the_repositorys
              if "/" in word and not word.startswith("results/")]  # results/ is where runs write
     assert "experiments/cpu_replication/run.sh" in paths and "benchmarks/bench_cpu_campaign.py" in paths
     assert [p for p in paths if not (ROOT / p).exists()] == []
+
+
+def test_notes_in_the_campaign_log_are_listed_with_the_time_they_refer_to(runs):
+    with open(runs / "campaign.log", "a") as log:
+        log.write("=== 2026-12-06T16:00:00Z note: figure 2 drawn by hand beside the sweep\n")
+    text = report.write(runs, runs.parent / "README.md")
+    assert "- note, 2026-12-06T16:00:00Z: figure 2 drawn by hand beside the sweep" in text
+    assert "1 invocation(s)" in text  # a note is not an invocation

@@ -76,9 +76,12 @@ def read_campaign(runs_dir: Path) -> Dict[str, Any]:
             run = read_run(runs_dir / entry["name"] / f"seed-{seed}")
             run.update(name=entry["name"], seed=seed, epochs=entry["overrides"]["epochs"])
             runs.append(run)
-    invocations, machines = [], set()
+    invocations, machines, notes = [], set(), []
     log = runs_dir / "campaign.log"
     for line in (log.read_text().splitlines() if log.exists() else []):
+        note = re.match(r"=== (\S+) note: (.*)", line)
+        if note:  # what the sweep's lines cannot say, appended by whoever ran it (see TAIL)
+            notes.append((note.group(1), note.group(2)))
         m = re.match(r"=== (\S+) (start|end): (.*)", line)
         if not m:
             continue
@@ -88,7 +91,7 @@ def read_campaign(runs_dir: Path) -> Dict[str, Any]:
             machines.add(m.group(3).split(", ", 1)[1] if ", " in m.group(3) else m.group(3))
         elif invocations and invocations[-1]["end"] is None:
             invocations[-1]["end"], invocations[-1]["status"] = when, m.group(3)
-    return {"runs": runs, "invocations": invocations, "machines": sorted(machines)}
+    return {"runs": runs, "invocations": invocations, "machines": sorted(machines), "notes": sorted(notes)}
 
 
 def test_errors(runs: Sequence[Dict], mode: str) -> List[float]:
@@ -161,6 +164,15 @@ def paired(diffs: Sequence[float], n_images: int, p: float) -> Optional[Tuple[fl
     return d, d - half, d + half, "one run: test-set sampling of one error rate, a rough bound"
 
 
+def sign_count(diffs: Sequence[float]) -> str:
+    """How many differences are below 0, with the two-sided p of a sign test: a description beside the t rule's
+    verdict (which it does not change), since the runs' differences are far from one common size."""
+    k, n = sum(1 for d in diffs if d < 0), sum(1 for d in diffs if d != 0)
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n if n else 1.0
+    return (f"{k} of {n} below 0 (sign test, two-sided p = {min(1.0, 2 * tail):.3f}; described, not the rule, and "
+            "added after the runs were seen)")
+
+
 def verdict(interval: Optional[Tuple[float, float, float, str]], better_below_zero: bool = True) -> str:
     """holds when the whole interval is on the claim's side of 0, does not hold when on the other."""
     if interval is None:
@@ -197,7 +209,8 @@ def totals(campaign: Dict) -> List[str]:
              f"Wall time {wall / 3600:.2f} h on {len(campaign['machines']) or 'no'} machine(s) "
              f"({2 * wall / 3600:.2f} core-hours: two runs at a time, one core each); training time of all runs "
              f"together {train / 3600:.2f} h.", ""]
-    return lines + [f"- machine: {machine}" for machine in campaign["machines"]]
+    return (lines + [f"- machine: {machine}" for machine in campaign["machines"]]
+            + [f"- note, {when}: {text}" for when, text in campaign.get("notes", [])])
 
 
 def progress_section(campaign: Dict) -> List[str]:
@@ -336,11 +349,15 @@ def ensembles_section(base: Path) -> List[str]:
                  for s in data["sets"]]
         lines.append(f"| {row['contender']} | {row['passes']} | " + " | ".join(cells) + " |")
     p, n = data["rows"][0]["sets"]["clean"]["error"] / 100, data["images"]
+    se = 100 * math.sqrt(p * (1 - p) / n)
     lines += ["", "Each cell: error (%) / NLL (nats) / ECE (%, 15 bins); lower is better. " + data.get("note", "")
-              + f" The test set's own sampling error of an error rate is about ±{100 * math.sqrt(p * (1 - p) / n):.2f} "
-              f"points at {100 * p:.1f}% on {n:,} images (binomial), and rows of one set share their images. The "
-              "swapout rows average every group of passes of every seed; the ResNet ensemble of 2 is the one pair of "
-              "seeds there is."]
+              + f" The standard error of an error rate from the test set's own sampling is about {se:.2f} points at "
+              f"{100 * p:.1f}% on {n:,} images (binomial; 95%: ±{1.96 * se:.2f}); rows of one set share their "
+              "images, so a difference between two rows is paired and its error smaller. The swapout rows average "
+              "every group of passes of every seed, with masks drawn here (seeded with each run's seed), so its "
+              "30-pass error differs by the masks' sampling from Table 2's, which is the evaluation that ended each "
+              "run, and from Figure 2's, a mean over 10 fresh repetitions; the ResNet ensemble of 2 is the one pair "
+              "of seeds there is."]
     if (base / "ensembles.png").exists():
         lines += ["", "![Implicit against explicit ensembles](ensembles.png)"]
     return lines
@@ -366,12 +383,14 @@ def claims_section(campaign: Dict) -> List[str]:
         best = all(d[2] < 0 for d in known)
         worse = any(d[1] > 0 for d in known)
         best_text = "holds" if best else "does not hold" if worse else "cannot tell"
-    sto_det = []
-    for name, _, _, _ in SCHEDULES:
+    sto_det, sto_det_labels = [], []
+    for name, label, _, _ in SCHEDULES:
         for r in group(campaign, f"{name}-32ep"):
             t = (r["results"] or {}).get("splits", {}).get("test", {})
             if "stochastic_error" in t:
                 sto_det.append(t["stochastic_error"] - t["deterministic_error"])
+                short = f"theta {name.split('-')[1]}/{name.split('-')[2]}" if name.startswith("theta") else label
+                sto_det_labels.append(f"{short} seed {r['seed']}")
     sto = paired(sto_det, n, statistics.mean(swap_sto) if swap_sto else 10.0)
     early = difference(errors["stochastic"]["linear-0.5-1"], swap_sto, n, spread["stochastic"])
     few = few_passes(campaign)
@@ -383,10 +402,23 @@ def claims_section(campaign: Dict) -> List[str]:
              + "; ".join(f"{label} {fmt_interval(d)}" for label, d in best_rows) + " |",
              f"| Stochastic beats deterministic inference | {verdict(sto)} | stochastic minus deterministic, "
              f"every swapout run: {fmt_interval(sto)}"
-             + (f"; each run: {', '.join(f'{x:+.2f}' for x in sto_det)}" if sto_det else "") + " |",
+             + (f"; each run: {', '.join(f'{lab}: {x:+.2f}' for lab, x in zip(sto_det_labels, sto_det))}"
+                + f"; {sign_count(sto_det)}" if sto_det else "") + " |",
              f"| More stochasticity in early layers hurts | {verdict(early, better_below_zero=False)} | "
              f"Linear(0.5, 1) minus Linear(1, 0.5), stochastic: {fmt_interval(early)} |",
              f"| A few passes suffice | {few[0]} | {few[1]} |"]
+    labels = {name: label for name, label, *_ in SCHEDULES}
+    pools = []
+    for mode, by_name in errors.items():
+        if spread[mode] is None:
+            continue
+        parts = [f"{labels[name]}: {statistics.stdev(v):.2f}" for name, v in by_name.items() if len(v) > 1]
+        parts += [f"ResNet (deterministic{', as it has no masks' if mode == 'stochastic' else ''})"
+                  f": {statistics.stdev(res_det):.2f}"] if len(res_det) > 1 else []
+        pools.append(f"{mode}, sd {spread[mode][0]:.2f} on {spread[mode][1]} df, from " + ", ".join(parts))
+    if pools:
+        lines += ["", "The seeds' spread these t intervals pool (sd in points, of each method with two seeds or more): "
+                  + "; ".join(pools) + "."]
     return lines
 
 
@@ -440,9 +472,7 @@ def rel(path: Path, base: Path) -> str:
 def summary(campaign: Dict) -> List[str]:
     """What the docs' Results page shows too: the tables, the figures and the claims."""
     return (["### Table 2 at this budget", ""] + table2_section(campaign)
-            + ["", "Test error (%) on the 9,980 exact test images, mean ± sd over seeds (n seeds per row). The "
-               "paper's figures are for W x 2 at 256 epochs: the gap to them is the budget's, not a replication "
-               "failure.", "", "### The budget curve", ""]
+            + ["", TABLE2_NOTE, "", "### The budget curve", ""]
             + budget_section(campaign, campaign["base"] / "budget-curve.png")
             + ["", "### What each claim of the paper looks like here", ""] + claims_section(campaign) + ["", RULES]
             + ["", "### Implicit against explicit ensembles", ""] + ensembles_section(campaign["base"])
@@ -483,18 +513,27 @@ def write(runs_dir: Path, out: Path) -> str:
     return text
 
 
+TABLE2_NOTE = ("Test error (%) on the 9,980 exact test images, mean ± sd over seeds (n seeds per row); the "
+               "stochastic column is the 30-pass evaluation that ends each run. The paper's figures are for W x 2 at "
+               "256 epochs: the gap to them reflects at least the shorter budget and the narrower network, which this "
+               "campaign cannot tell apart, and it says nothing of whether the paper's figures would be reached.")
+
 RULES = ("Every interval is a 95% interval. A claim holds when its whole interval lies on the claim's side of 0, "
          "does not hold when it lies on the other side, and cannot be told otherwise. A difference between two "
          "methods, once any 32-epoch method has two seeds: Student's t with the spread between seeds pooled over "
-         "the six 32-epoch methods (the same spread assumed for each; degrees of freedom: each method's seeds "
-         "beyond its first, summed). Like the paper's claims, it is about these 9,980 test images: the test set's "
-         "own sampling error is not in it. Before any method has two seeds: that sampling error alone, which "
-         "leaves out the seeds' spread. Stochastic against deterministic inference: t over every finished swapout "
-         "run's own difference. A few passes: in each Figure 2 curve, the error with 10 passes exceeds that with "
-         "30 by at most two standard errors of that difference (paired within each repetition, whose first 10 "
-         "passes are also the first 10 of its 30; the standard error of its mean over the repetitions). These rules "
-         "were fixed before any seed-1 run had finished; the last was made exact (paired) before any Figure 2 "
-         "curve was drawn.")
+         "the 32-epoch methods that have two seeds or more (listed above; the same spread assumed for each method, "
+         "including those with one seed; degrees of freedom: each method's seeds beyond its first, summed). Like the "
+         "paper's claims, it is about these 9,980 test images: the test set's own sampling error is not in it. "
+         "Before any method has two seeds: that sampling error alone, which leaves out the seeds' spread. "
+         "Stochastic against deterministic inference: t over every finished swapout run's own difference, the "
+         "schedules together, so one schedule with a much larger gain widens the interval. A few passes: in each "
+         "Figure 2 curve, the error with 10 passes exceeds that with 30 by at most two standard errors of that "
+         "difference (paired within each repetition, whose first 10 passes are also the first 10 of its 30; the "
+         "standard error of its mean over the repetitions). That rule asks whether 10 passes are as good as 30 "
+         "within what the repetitions can resolve, so \"does not hold\" means 10 passes are measurably worse, by the "
+         "gap it gives, however small; two standard errors are narrower than a 95% t interval on 10 repetitions "
+         "(2.26). These rules were fixed before any seed-1 run had finished; the last was made exact (paired) "
+         "before any Figure 2 curve was drawn.")
 
 
 HEAD = """# The paper's claims at a budget two CPU cores can train
@@ -527,7 +566,9 @@ Given a new directory, `experiments/cpu_replication/run.sh 150 results/cpu-repli
 from nothing. Before the machine goes, commit `results/cpu-replication/` as it is: unfinished runs keep their
 latest `checkpoint.pt` (the one before it, `checkpoint.prev.pt`, is not committed), finished runs keep
 `weights.pt`, their final weights without the optimiser's state (`swapout eval` reads it), beside their config,
-metrics, results and log. Then, to draw this README again:
+metrics, results and log. Whatever the log's lines cannot say (work done by hand beside the sweep, an accident)
+is appended to `results/cpu-replication/runs/campaign.log` as a line `=== 2026-01-31T12:00:00Z note: TEXT`, with
+the time it refers to, and listed under "How far it got". Then, to draw this README again:
 
     python experiments/cpu_replication/report.py
 

@@ -297,3 +297,25 @@ def test_a_niced_sweeps_children_stay_niced_in_their_own_sessions():
             "_keep_priority(p.pid); print(open(f'/proc/{p.pid}/autogroup').read()); p.kill()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split()[-1] == "19", out.stdout + out.stderr
+
+
+def test_a_childs_output_follows_its_log_when_the_file_is_replaced(tmp_path):
+    # restoring a run directory from version control while it trains replaces train.log under the same name;
+    # the child's lines must go on into the file that the name holds, not into the one that was removed
+    log, go_on = tmp_path / "train.log", tmp_path / "go-on"
+    code = (f"import os, sys, time; from swapout.training.sweep import _follow_log; _follow_log({str(log)!r}, 0.05)\n"
+            f"print('before', flush=True)\n"
+            f"while not os.path.exists({str(go_on)!r}): time.sleep(0.02)\n"
+            "time.sleep(1.0); print('after', flush=True); print('on stderr', file=sys.stderr, flush=True)\n"
+            "sys.stdout.write('at exit, unflushed')\n")
+    with open(log, "w") as fh:
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while "before" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    replacement = tmp_path / "restored"
+    replacement.write_text("restored\n")
+    replacement.replace(log)
+    go_on.touch()
+    assert child.wait(timeout=60) == 0
+    assert log.read_text() == "restored\nafter\non stderr\nat exit, unflushed"

@@ -11,11 +11,13 @@ are stopped the way ``swapout train`` expects: SIGTERM makes them checkpoint and
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -32,8 +34,53 @@ KEEP_FINISHED = ("checkpoints", "weights")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
-_CHILD = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); from swapout.cli.main import run_process; " \
-         "run_process()"
+# The child also follows its train.log by name (`_follow_log`).
+_CHILD = "import os, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+         "from swapout.training.sweep import _follow_log; _follow_log(os.environ.pop('SWAPOUT_SWEEP_LOG')); " \
+         "from swapout.cli.main import run_process; run_process()"
+
+
+def _follow_log(path: str, every_s: float = 1.0) -> None:
+    """Keep this process's output going to the file named ``path``, even once that file is replaced.
+
+    A child's stdout and stderr are its train.log, opened once. Anything that replaces the file under the
+    same name while the run trains (restoring the directory from version control, a copy, a sync) would
+    otherwise leave the run writing to a file that is no longer there, and its lines would be lost. A daemon
+    thread checks the name every ``every_s`` seconds, and once more at exit, and points both descriptors at
+    the file the name now holds, created if it is gone. Output still in Python's buffers follows to the new file;
+    only what reached the old one in the last ``every_s`` seconds stays there.
+    """
+    try:
+        first, second = os.fstat(1), os.fstat(2)
+    except OSError:
+        return
+    fds = [1] + ([2] if _same_file(second, first) else [])
+
+    def follow() -> None:
+        try:
+            try:
+                if _same_file(os.stat(path), os.fstat(1)):
+                    return
+            except FileNotFoundError:
+                pass
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:  # its directory is gone as well: nothing to follow until it is back
+            return
+        for target in fds:
+            os.dup2(fd, target)
+        os.close(fd)
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            follow()
+
+    threading.Thread(target=loop, name="follow-train-log", daemon=True).start()
+    atexit.register(follow)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _gpu_count() -> int:
@@ -82,7 +129,8 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
                 (member.path / name).unlink(missing_ok=True)
     args = train_args(run, "cpu" if slot is None else "cuda", data_dir)
     run.path.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "SWAPOUT_SWEEP_LOG": str((run.path / "train.log").resolve())}
     env.update({} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
     with open(run.path / "train.log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} swapout {shlex.join(args)}\n")
