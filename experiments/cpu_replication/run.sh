@@ -7,7 +7,9 @@
 #     experiments/cpu_replication/run.sh [BUDGET_MINUTES] [OUT_DIR]
 #
 # Two runs at a time with one thread each: the fastest exact way to use two cores
-# (benchmarks/bench_cpu_campaign.py, results/benchmarks/cpu_campaign.json).
+# (benchmarks/bench_cpu_campaign.py, results/benchmarks/cpu_campaign.json). The runs with the most epochs left
+# start first: the 64-epoch runs go before the 16-epoch ones, which fill in beside them, so that the campaign
+# does not end with one long run training alone on one core.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-150}
@@ -19,7 +21,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
 echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start: budget ${budget} min, $(nproc) cores, ${cpu:-unknown CPU}, torch $(python -c 'import torch; print(torch.__version__)')" >> "$log"
 status=0
 nice -n 19 swapout sweep --file experiments/cpu_replication/sweep.json --out "$out" --device cpu --per-gpu 2 \
-    --keep-finished weights --budget-minutes "$budget" 2>&1 | tee -a "$log" || status=$?
+    --keep-finished weights --order longest-first --budget-minutes "$budget" 2>&1 | tee -a "$log" || status=$?
 
 left=$(( budget * 60 - ($(date +%s) - began) ))
 all_done=$(python -c '

@@ -161,12 +161,18 @@ def test_seed_table_mean_and_sample_sd_beside_the_paper(tmp_path):
     assert det_only.endswith("| 11.00 ± - | - | deterministic 10.36, stochastic 6.69 | det +0.64 |"), det_only
 
 
-# Stands in for "swapout train" (same arguments, no training): by seed, it fails (0), finishes (1), ignores
-# SIGTERM (2), or asks the sweep to stop with a SIGINT and then stops on SIGTERM with a checkpoint (3).
+# Stands in for "swapout train" (same arguments, no training; a resumed run's seed from its config.json): by seed,
+# it fails (0), finishes (1), ignores SIGTERM (2), or asks the sweep to stop with a SIGINT and then stops on
+# SIGTERM with a checkpoint (3).
 FAKE_TRAIN = r"""
 import json, os, pathlib, signal, sys, time
 args = sys.argv[1:]
-out, seed = pathlib.Path(args[args.index("--out") + 1]), str(json.loads(args[args.index("--config-json") + 1])["seed"])
+if "--resume" in args:
+    out = pathlib.Path(args[args.index("--resume") + 1])
+    seed = str(json.loads((out / "config.json").read_text())["config"]["seed"])
+else:
+    out = pathlib.Path(args[args.index("--out") + 1])
+    seed = str(json.loads(args[args.index("--config-json") + 1])["seed"])
 if seed == "0":
     sys.exit(print("loading the data\nthe disk is on fire") or 3)
 (out / "config.json").write_text("{}")
@@ -319,3 +325,30 @@ def test_a_childs_output_follows_its_log_when_the_file_is_replaced(tmp_path):
     go_on.touch()
     assert child.wait(timeout=60) == 0
     assert log.read_text() == "restored\nafter\non stderr\nat exit, unflushed"
+
+
+@pytest.mark.parametrize("order, started", [
+    ("definition", ["short/seed-1", "long/seed-1", "half/seed-1"]),
+    ("longest-first", ["long/seed-1", "short/seed-1", "half/seed-1"]),  # 8, 2 and 1 epochs left
+])
+def test_longest_first_starts_the_runs_with_the_most_epochs_left(tmp_path, monkeypatch, order, started):
+    monkeypatch.setattr(sweep, "_CHILD", FAKE_TRAIN)  # seed 1: finishes at once
+    monkeypatch.setattr(sweep, "_final_report", lambda paths: "")  # the fake runs have nothing to report
+    definition = sweep_plan.make_definition([{"preset": RESNET, "seeds": [1], "name": name, "overrides": {"epochs": e}}
+                                             for name, e in (("short", 2), ("long", 8), ("half", 8))])
+    half = tmp_path / "s" / "half" / "seed-1"  # stopped in its eighth epoch: 7 complete, one under way
+    half.mkdir(parents=True)
+    (half / "config.json").write_text(json.dumps({"config": {"seed": 1}}))
+    (half / "checkpoint.pt").write_text("")
+    (half / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(7))
+                                        + json.dumps({"epoch": 7, "partial": True}) + "\n")
+    lines = []
+    assert sweep.run_sweep(tmp_path / "s", definition, device="cpu", order=order, out=lines.append) == 0
+    assert [line.split()[1] for line in lines if line.startswith("[start]")] == started
+    assert ("the runs with the most epochs left first" in lines[0]) == (order == "longest-first")
+    assert [sweep.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 8, 1]
+
+
+def test_the_continue_command_keeps_the_order():
+    assert sweep.continue_command("s", 2, order="longest-first").endswith("--order longest-first")
+    assert "--order" not in sweep.continue_command("s", 2)

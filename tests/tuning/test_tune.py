@@ -152,6 +152,7 @@ def test_bad_input_names_what_is_wrong_and_leaves_nothing_behind(tmp_path, capsy
 @pytest.mark.parametrize("extra, message", [
     (["--budget-minutes", "5"], "--budget-minutes belongs to the one-machine sweep"),
     (["--per-gpu", "2"], "--per-gpu belongs to the one-machine sweep"),
+    (["--order", "longest-first"], "--order belongs to the one-machine sweep"),
     (["--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot reach the database"),
 ])
 def test_a_campaign_refused_leaves_no_sweep_behind(tmp_path, capsys, extra, message):

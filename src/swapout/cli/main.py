@@ -55,7 +55,7 @@ def _sweep(args: argparse.Namespace) -> None:
         return run_campaign(args, definition, device, data_dir)
     status = run_sweep(args.out, definition, per_gpu=args.per_gpu, gpus=args.gpus, device=device, data_dir=data_dir,
                        budget_minutes=args.budget_minutes, stop_grace_s=args.stop_grace,
-                       keep_finished=args.keep_finished)
+                       keep_finished=args.keep_finished, order=args.order)
     if status:
         raise SystemExit(status)
 
@@ -137,6 +137,10 @@ def _sweep_parser(sub) -> None:
                     help="what a finished run keeps beside its config, metrics and results: its checkpoints "
                          "(to train on from them), or weights: its final weights alone in weights.pt, without "
                          "the optimiser's state (half the size; swapout eval reads it); default: checkpoints")
+    sw.add_argument("--order", choices=("definition", "longest-first"), default="definition",
+                    help="which run starts next: the definition's order, or longest-first: the one with the most "
+                         "epochs left, so that no long run ends a budget or the sweep training alone while the "
+                         "other slots idle; default: definition")
     # a sweep takes its seeds from --seeds, and runs each child on a whole GPU chosen with --gpus
     config_options(sw, {"seed": argparse.SUPPRESS,
                         "device": "auto, cpu or cuda (choose GPUs with --gpus); default: 'auto'"})

@@ -237,7 +237,8 @@ def run_campaign(args: argparse.Namespace, definition: Optional[Dict[str, Any]],
     if args.pack or (definition or {}).get("pack"):
         raise UsageError("--pack trains on one machine: a sweep with --storage trains its runs one at a time per "
                          "worker")
-    for given, option in ((args.budget_minutes, "--budget-minutes"), (args.per_gpu != 1, "--per-gpu")):
+    for given, option in ((args.budget_minutes, "--budget-minutes"), (args.per_gpu != 1, "--per-gpu"),
+                          (args.order != "definition", "--order")):
         if given:
             raise UsageError(f"{option} belongs to the one-machine sweep: a sweep with --storage runs one worker per "
                              f"GPU of --gpus, or --workers N on the CPU; leave out {option}")

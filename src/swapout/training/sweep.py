@@ -12,6 +12,7 @@ are stopped the way ``swapout train`` expects: SIGTERM makes them checkpoint and
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shlex
 import signal
@@ -25,12 +26,14 @@ import torch
 
 from ..progress import plural
 from ..runs.rundir import RunDir
+from .sweep_packs import run_config
 from .sweep_plan import Pack, Run, open_sweep, train_args, units
 
 __all__ = ["slots", "run_sweep", "continue_command"]
 
 DEVICES = ("auto", "cpu", "cuda")
 KEEP_FINISHED = ("checkpoints", "weights")
+ORDERS = ("definition", "longest-first")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
@@ -108,16 +111,29 @@ def slots(per_gpu: int, gpus: Optional[List[int]] = None, device: str = "auto") 
 
 
 def continue_command(sweep_dir: Union[str, os.PathLike[str]], per_gpu: int, gpus: Optional[List[int]] = None,
-                     device: str = "auto", data_dir: Optional[str] = None, keep_finished: str = "checkpoints") -> str:
+                     device: str = "auto", data_dir: Optional[str] = None, keep_finished: str = "checkpoints",
+                     order: str = "definition") -> str:
     """The command that continues a sweep (its definition is in sweep.json). No budget: add one if needed."""
     parts = ["swapout", "sweep", "--out", str(sweep_dir), "--per-gpu", str(per_gpu)]
     parts += (["--gpus", ",".join(map(str, gpus))] if gpus else []) + (["--device", device] if device != "auto" else [])
     parts += ["--keep-finished", keep_finished] if keep_finished != "checkpoints" else []
+    parts += ["--order", order] if order != "definition" else []
     return shlex.join(parts + (["--data-dir", str(data_dir)] if data_dir else []))
 
 
 def _members(unit: Union[Run, Pack]) -> List[Run]:
     return unit.runs if isinstance(unit, Pack) else [unit]
+
+
+def epochs_left(unit: Union[Run, Pack]) -> int:
+    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's)."""
+    left = 0
+    for run in _members(unit):
+        metrics = run.path / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        done = sum(1 for line in lines if line.strip() and not json.loads(line).get("partial"))
+        left = max(left, run_config(run.preset, run.overrides, run.seed).epochs - done)
+    return left
 
 
 def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: Optional[str]) -> subprocess.Popen:
@@ -160,7 +176,7 @@ def _keep_priority(pid: int) -> None:
 def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
               gpus: Optional[List[int]] = None, device: str = "auto", data_dir: Optional[str] = None,
               budget_minutes: Optional[float] = None, stop_grace_s: float = 300.0, keep_finished: str = "checkpoints",
-              out: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
+              order: str = "definition", out: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
     """Run (or continue) the sweep in ``sweep_dir``; returns the exit status: 0, or 1 if a run failed.
 
     Args:
@@ -174,10 +190,16 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
         keep_finished: what a finished run keeps: "checkpoints" (to train on from them), or "weights": its
             final weights alone in ``weights.pt`` (`swapout.runs.rundir.RunDir.keep_weights_only`), which
             evaluation reads; a sweep kept in version control then holds no optimiser state.
+        order: which unfinished run starts next: "definition" (the definition's order), or "longest-first": the
+            one with the most epochs left (`epochs_left`; ties in the definition's order), so that within a
+            budget, or at the end of a sweep, no long run is left training alone while the other slots idle.
+            Epochs are the measure, so it balances best when the runs' epochs cost about the same.
         out: receives every line the sweep reports.
     """
     if keep_finished not in KEEP_FINISHED:
         raise ValueError(f"--keep-finished must be one of {', '.join(KEEP_FINISHED)}, got {keep_finished!r}")
+    if order not in ORDERS:
+        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     free = slots(per_gpu, gpus, device)
     work = units(open_sweep(sweep_dir, definition), sweep_dir)
     runs = [r for unit in work for r in _members(unit)]
@@ -186,7 +208,10 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
     pending = [u for u in work if u.state != "done"]
-    out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes))
+    if order == "longest-first":
+        pending.sort(key=epochs_left, reverse=True)  # stable: ties keep the definition's order
+    out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes)
+        + ("; the runs with the most epochs left first" if order == "longest-first" else ""))
     deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
     running: Dict[int, tuple] = {}  # pid -> (run, process, slot, start time)
     failed: List[Run] = []
@@ -225,7 +250,7 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
     done = sum(r.state == "done" for r in runs)
     out(f"sweep {sweep_dir}: {done} of {plural(len(runs), 'run')} done, {len(stopped)} stopped, {len(failed)} failed, "
         f"{len(runs) - done - len(stopped) - len(failed)} not started")
-    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir, keep_finished)}"
+    out(f"Continue with: {continue_command(sweep_dir, per_gpu, gpus, device, data_dir, keep_finished, order)}"
         if done < len(runs)
         else _final_report([str(r.path) for r in runs]))
     return 1 if failed else 0
