@@ -298,9 +298,9 @@ def test_a_niced_sweeps_children_stay_niced_in_their_own_sessions():
     # niceness, so the sweep gives the group its own niceness
     if not Path("/proc/self/autogroup").exists():
         pytest.skip("no autogroup scheduling here: a process's niceness is what counts")
-    code = ("import os, subprocess, sys; os.nice(19); from swapout.training.sweep import _keep_priority; "
+    code = ("import os, subprocess, sys; os.nice(19); from swapout.training.sweep_children import keep_priority; "
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(5)'], start_new_session=True); "
-            "_keep_priority(p.pid); print(open(f'/proc/{p.pid}/autogroup').read()); p.kill()")
+            "keep_priority(p.pid); print(open(f'/proc/{p.pid}/autogroup').read()); p.kill()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split()[-1] == "19", out.stdout + out.stderr
 
@@ -309,7 +309,8 @@ def test_a_childs_output_follows_its_log_when_the_file_is_replaced(tmp_path):
     # restoring a run directory from version control while it trains replaces train.log under the same name;
     # the child's lines must go on into the file that the name holds, not into the one that was removed
     log, go_on = tmp_path / "train.log", tmp_path / "go-on"
-    code = (f"import os, sys, time; from swapout.training.sweep import _follow_log; _follow_log({str(log)!r}, 0.05)\n"
+    code = ("import os, sys, time; from swapout.training.sweep_children import follow_log\n"
+            f"follow_log({str(log)!r}, 0.05)\n"
             f"print('before', flush=True)\n"
             f"while not os.path.exists({str(go_on)!r}): time.sleep(0.02)\n"
             "time.sleep(1.0); print('after', flush=True); print('on stderr', file=sys.stderr, flush=True)\n"
@@ -346,7 +347,7 @@ def test_longest_first_starts_the_runs_with_the_most_epochs_left(tmp_path, monke
     assert sweep.run_sweep(tmp_path / "s", definition, device="cpu", order=order, out=lines.append) == 0
     assert [line.split()[1] for line in lines if line.startswith("[start]")] == started
     assert ("the runs with the most epochs left first" in lines[0]) == (order == "longest-first")
-    assert [sweep.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 8, 1]
+    assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 8, 1]
 
 
 def test_the_continue_command_keeps_the_order():

@@ -11,14 +11,11 @@ are stopped the way ``swapout train`` expects: SIGTERM makes them checkpoint and
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -26,8 +23,8 @@ import torch
 
 from ..progress import plural
 from ..runs.rundir import RunDir
-from .sweep_packs import run_config
-from .sweep_plan import Pack, Run, open_sweep, train_args, units
+from .sweep_children import keep_priority
+from .sweep_plan import Pack, Run, epochs_left, open_sweep, train_args, units
 
 __all__ = ["slots", "run_sweep", "continue_command"]
 
@@ -37,53 +34,10 @@ ORDERS = ("definition", "longest-first")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
-# The child also follows its train.log by name (`_follow_log`).
+# The child also follows its train.log by name (`swapout.training.sweep_children.follow_log`).
 _CHILD = "import os, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-         "from swapout.training.sweep import _follow_log; _follow_log(os.environ.pop('SWAPOUT_SWEEP_LOG')); " \
+         "from swapout.training.sweep_children import follow_log; follow_log(os.environ.pop('SWAPOUT_SWEEP_LOG')); " \
          "from swapout.cli.main import run_process; run_process()"
-
-
-def _follow_log(path: str, every_s: float = 1.0) -> None:
-    """Keep this process's output going to the file named ``path``, even once that file is replaced.
-
-    A child's stdout and stderr are its train.log, opened once. Anything that replaces the file under the
-    same name while the run trains (restoring the directory from version control, a copy, a sync) would
-    otherwise leave the run writing to a file that is no longer there, and its lines would be lost. A daemon
-    thread checks the name every ``every_s`` seconds, and once more at exit, and points both descriptors at
-    the file the name now holds, created if it is gone. Output still in Python's buffers follows to the new file;
-    only what reached the old one in the last ``every_s`` seconds stays there.
-    """
-    try:
-        first, second = os.fstat(1), os.fstat(2)
-    except OSError:
-        return
-    fds = [1] + ([2] if _same_file(second, first) else [])
-
-    def follow() -> None:
-        try:
-            try:
-                if _same_file(os.stat(path), os.fstat(1)):
-                    return
-            except FileNotFoundError:
-                pass
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError:  # its directory is gone as well: nothing to follow until it is back
-            return
-        for target in fds:
-            os.dup2(fd, target)
-        os.close(fd)
-
-    def loop() -> None:
-        while True:
-            time.sleep(every_s)
-            follow()
-
-    threading.Thread(target=loop, name="follow-train-log", daemon=True).start()
-    atexit.register(follow)
-
-
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _gpu_count() -> int:
@@ -125,17 +79,6 @@ def _members(unit: Union[Run, Pack]) -> List[Run]:
     return unit.runs if isinstance(unit, Pack) else [unit]
 
 
-def epochs_left(unit: Union[Run, Pack]) -> int:
-    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's)."""
-    left = 0
-    for run in _members(unit):
-        metrics = run.path / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        done = sum(1 for line in lines if line.strip() and not json.loads(line).get("partial"))
-        left = max(left, run_config(run.preset, run.overrides, run.seed).epochs - done)
-    return left
-
-
 def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: Optional[str]) -> subprocess.Popen:
     """Start ``run`` (or a pack) as a child writing to its train.log, on GPU ``slot`` (None: the CPU) with
     ``threads``."""
@@ -154,23 +97,8 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
         # its own session: Ctrl-C in a terminal reaches the sweep alone, which stops its children in order
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    _keep_priority(proc.pid)
+    keep_priority(proc.pid)
     return proc
-
-
-def _keep_priority(pid: int) -> None:
-    """Give child ``pid`` the sweep's own niceness where it counts. On Linux with autogroup scheduling, a new
-    session is a scheduling group of its own, and the CPU is shared between groups whatever each process's
-    niceness: a child of ``nice -n 19 swapout sweep`` would take as much as an interactive shell. The group's
-    niceness (``/proc/PID/autogroup``) is what ranks it against the others."""
-    niceness = os.nice(0)
-    if niceness <= 0:
-        return
-    try:
-        with open(f"/proc/{pid}/autogroup", "w") as fh:
-            fh.write(str(niceness))
-    except OSError:  # no autogroup (another OS, or a kernel without it): the process's niceness already counts
-        pass
 
 
 def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict[str, Any]] = None, per_gpu: int = 1,
@@ -198,8 +126,6 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
     """
     if keep_finished not in KEEP_FINISHED:
         raise ValueError(f"--keep-finished must be one of {', '.join(KEEP_FINISHED)}, got {keep_finished!r}")
-    if order not in ORDERS:
-        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     free = slots(per_gpu, gpus, device)
     work = units(open_sweep(sweep_dir, definition), sweep_dir)
     runs = [r for unit in work for r in _members(unit)]
@@ -207,9 +133,7 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
         _keep_weights(work)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // len(free))
-    pending = [u for u in work if u.state != "done"]
-    if order == "longest-first":
-        pending.sort(key=epochs_left, reverse=True)  # stable: ties keep the definition's order
+    pending = _in_order(work, order)
     out(_opening(sweep_dir, work, per_gpu, free, threads, budget_minutes)
         + ("; the runs with the most epochs left first" if order == "longest-first" else ""))
     deadline = time.time() + 60 * budget_minutes if budget_minutes is not None else float("inf")
@@ -254,6 +178,15 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
         if done < len(runs)
         else _final_report([str(r.path) for r in runs]))
     return 1 if failed else 0
+
+
+def _in_order(work: List[Union[Run, Pack]], order: str) -> List[Union[Run, Pack]]:
+    """The units of ``work`` not yet done, in the order they are to start (``order``: see `run_sweep`)."""
+    if order not in ORDERS:
+        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
+    pending = [u for u in work if u.state != "done"]
+    # sorted() is stable: ties keep the definition's order
+    return sorted(pending, key=epochs_left, reverse=True) if order == "longest-first" else pending
 
 
 def _opening(sweep_dir, work: List[Union[Run, Pack]], per_gpu: int, free: List[Optional[str]], threads: int,

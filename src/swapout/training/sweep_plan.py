@@ -56,6 +56,17 @@ class Run:
         return "resume" if any((self.path / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")) else "restart"
 
 
+def epochs_left(unit: Union[Run, Pack]) -> int:
+    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's)."""
+    left = 0
+    for run in unit.runs if isinstance(unit, Pack) else [unit]:
+        metrics = run.path / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        done = sum(1 for line in lines if line.strip() and not json.loads(line).get("partial"))
+        left = max(left, run_config(run.preset, run.overrides, run.seed).epochs - done)
+    return left
+
+
 def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[str, Any]] = None,
                     pack: Optional[int] = None) -> Dict[str, Any]:
     """Check and normalise a sweep's runs; ValueError names the first problem.
