@@ -146,3 +146,14 @@ def test_notes_in_the_campaign_log_are_listed_with_the_time_they_refer_to(runs):
     text = report.write(runs, runs.parent / "README.md")
     assert "- note, 2026-12-06T16:00:00Z: figure 2 drawn by hand beside the sweep" in text
     assert "1 invocation(s)" in text  # a note is not an invocation
+
+
+def test_the_gap_to_the_resnet_by_budget_pools_the_budget_curves_spread(runs):
+    for seed, (res, swap) in enumerate([(12.0, 14.0), (12.4, 14.2)]):
+        _finish(runs, "resnet-16ep", seed, res)
+        _finish(runs, "linear-1-0.5-16ep", seed, swap + 1.5, swap)
+    text = report.write(runs, runs.parent / "README.md")
+    # 14.1 - 12.2; sd pooled from 0.28 and 0.14 on 2 df: sqrt(0.05), half-width 4.303 * sqrt(0.05) * sqrt(1/2 + 1/2)
+    assert ("16 epochs +1.90 points [+0.94, +2.86] (t over seeds, spread pooled over the budget curve (2 df), "
+            "n = 2 and 2)") in text
+    assert "32 epochs +" not in text  # no finished 32-epoch run: no gap drawn there
