@@ -343,11 +343,12 @@ def test_longest_first_starts_the_runs_with_the_most_epochs_left(tmp_path, monke
     (half / "checkpoint.pt").write_text("")
     (half / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(7))
                                         + json.dumps({"epoch": 7, "partial": True}) + "\n")
+    assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 8, 1]
     lines = []
     assert sweep.run_sweep(tmp_path / "s", definition, device="cpu", order=order, out=lines.append) == 0
     assert [line.split()[1] for line in lines if line.startswith("[start]")] == started
     assert ("the runs with the most epochs left first" in lines[0]) == (order == "longest-first")
-    assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 8, 1]
+    assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [0, 0, 0]
 
 
 def test_the_continue_command_keeps_the_order():

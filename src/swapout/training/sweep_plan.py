@@ -57,11 +57,14 @@ class Run:
 
 
 def epochs_left(unit: Union[Run, Pack]) -> int:
-    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's)."""
+    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's); 0 once
+    it is done, all of them when it has no checkpoint to resume from."""
     left = 0
     for run in unit.runs if isinstance(unit, Pack) else [unit]:
+        if run.state == "done":
+            continue
         metrics = run.path / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        lines = metrics.read_text().splitlines() if run.state == "resume" and metrics.exists() else []
         done = sum(1 for line in lines if line.strip() and not json.loads(line).get("partial"))
         left = max(left, run_config(run.preset, run.overrides, run.seed).epochs - done)
     return left
