@@ -313,7 +313,10 @@ def test_a_childs_output_follows_its_log_when_the_file_is_replaced(tmp_path):
             f"follow_log({str(log)!r}, 0.05)\n"
             f"print('before', flush=True)\n"
             f"while not os.path.exists({str(go_on)!r}): time.sleep(0.02)\n"
-            "time.sleep(1.0); print('after', flush=True); print('on stderr', file=sys.stderr, flush=True)\n"
+            # until the follower has moved stdout to the restored file (a deadline, not a guess at the machine's load)
+            f"deadline = time.time() + 30\n"
+            f"while os.fstat(1).st_ino != os.stat({str(log)!r}).st_ino and time.time() < deadline: time.sleep(0.02)\n"
+            "print('after', flush=True); print('on stderr', file=sys.stderr, flush=True)\n"
             "sys.stdout.write('at exit, unflushed')\n")
     with open(log, "w") as fh:
         child = subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT)

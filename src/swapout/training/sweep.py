@@ -34,10 +34,12 @@ ORDERS = ("definition", "longest-first")
 # SIGTERM is ignored until train() installs its handler: one during start-up would otherwise kill the
 # child before its first checkpoint. The sweep repeats SIGTERM until the child exits, and train()
 # restores "ignored" afterwards, so a run that is already evaluating finishes and writes results.json.
-# The child also follows its train.log by name (`swapout.training.sweep_children.follow_log`).
+# The child also follows its train.log by name (`swapout.training.sweep_children.follow_log`), which
+# `_launch` gives it in the environment variable LOG_VARIABLE.
+LOG_VARIABLE = "SWAPOUT_SWEEP_LOG"
 _CHILD = "import os, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-         "from swapout.training.sweep_children import follow_log; follow_log(os.environ.pop('SWAPOUT_SWEEP_LOG')); " \
-         "from swapout.cli.main import run_process; run_process()"
+         "from swapout.training.sweep_children import follow_log; " \
+         f"follow_log(os.environ.pop({LOG_VARIABLE!r}, None)); from swapout.cli.main import run_process; run_process()"
 
 
 def _gpu_count() -> int:
@@ -89,7 +91,7 @@ def _launch(run: Union[Run, Pack], slot: Optional[str], threads: int, data_dir: 
     args = train_args(run, "cpu" if slot is None else "cuda", data_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "SWAPOUT_SWEEP_LOG": str((run.path / "train.log").resolve())}
+           LOG_VARIABLE: str((run.path / "train.log").resolve())}
     env.update({} if slot is None else {"CUDA_VISIBLE_DEVICES": slot})
     with open(run.path / "train.log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} swapout {shlex.join(args)}\n")
@@ -126,6 +128,8 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
     """
     if keep_finished not in KEEP_FINISHED:
         raise ValueError(f"--keep-finished must be one of {', '.join(KEEP_FINISHED)}, got {keep_finished!r}")
+    if order not in ORDERS:
+        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     free = slots(per_gpu, gpus, device)
     work = units(open_sweep(sweep_dir, definition), sweep_dir)
     runs = [r for unit in work for r in _members(unit)]
@@ -182,8 +186,6 @@ def run_sweep(sweep_dir: Union[str, os.PathLike[str]], definition: Optional[Dict
 
 def _in_order(work: List[Union[Run, Pack]], order: str) -> List[Union[Run, Pack]]:
     """The units of ``work`` not yet done, in the order they are to start (``order``: see `run_sweep`)."""
-    if order not in ORDERS:
-        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}")
     pending = [u for u in work if u.state != "done"]
     # sorted() is stable: ties keep the definition's order
     return sorted(pending, key=epochs_left, reverse=True) if order == "longest-first" else pending

@@ -7,35 +7,41 @@ import atexit
 import os
 import threading
 import time
+from typing import Optional
 
 __all__ = ["follow_log", "keep_priority"]
 
 
-def follow_log(path: str, every_s: float = 1.0) -> None:
+def follow_log(path: Optional[str], every_s: float = 1.0) -> None:
     """Keep this process's output going to the file named ``path``, even once that file is replaced.
 
     A child's stdout and stderr are its train.log, opened once. Anything that replaces the file under the
     same name while the run trains (restoring the directory from version control, a copy, a sync) would
     otherwise leave the run writing to a file that is no longer there, and its lines would be lost. A daemon
-    thread checks the name every ``every_s`` seconds, and once more at exit, and points both descriptors at
-    the file the name now holds, created if it is gone. Output still in Python's buffers follows to the new file;
-    only what reached the old one in the last ``every_s`` seconds stays there.
+    thread checks the name every ``every_s`` seconds, and once more at exit, and points both descriptors (stderr
+    only where it is the same file as stdout) at the file the name now holds. Output still in Python's buffers
+    follows to the new file; only what reached the old one in the last ``every_s`` seconds stays there. While
+    the name is missing the thread waits for it to come back (whatever replaces the file creates it), and the
+    check at exit creates it. ``path`` None: nothing to follow.
     """
     try:
         first, second = os.fstat(1), os.fstat(2)
     except OSError:
         return
+    if path is None:
+        return
     fds = [1] + ([2] if _same_file(second, first) else [])
 
-    def follow() -> None:
+    def follow(create: bool) -> None:
         try:
             try:
                 if _same_file(os.stat(path), os.fstat(1)):
                     return
             except FileNotFoundError:
-                pass
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError:  # its directory is gone as well: nothing to follow until it is back
+                if not create:
+                    return
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | (os.O_CREAT if create else 0), 0o644)
+        except OSError:  # gone again, or its directory with it: nothing to follow for now
             return
         for target in fds:
             os.dup2(fd, target)
@@ -44,10 +50,10 @@ def follow_log(path: str, every_s: float = 1.0) -> None:
     def loop() -> None:
         while True:
             time.sleep(every_s)
-            follow()
+            follow(create=False)
 
     threading.Thread(target=loop, name="follow-train-log", daemon=True).start()
-    atexit.register(follow)
+    atexit.register(follow, create=True)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:

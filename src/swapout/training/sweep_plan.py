@@ -57,17 +57,18 @@ class Run:
 
 
 def epochs_left(unit: Union[Run, Pack]) -> int:
-    """The epochs ``unit`` has still to train, an epoch under way counted whole (a pack: its longest run's); 0 once
-    it is done, all of them when it has no checkpoint to resume from."""
-    left = 0
-    for run in unit.runs if isinstance(unit, Pack) else [unit]:
-        if run.state == "done":
-            continue
+    """The epochs ``unit`` has still to train, an epoch under way counted whole; 0 once it is done, all of them
+    when it has no checkpoint to resume from. A pack's runs share one epoch count, the furthest of them (one that
+    failed stopped writing its metrics while the others went on)."""
+    runs = [r for r in (unit.runs if isinstance(unit, Pack) else [unit]) if r.state != "done"]
+    if not runs:
+        return 0
+    done = 0
+    for run in runs:
         metrics = run.path / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if run.state == "resume" and metrics.exists() else []
-        done = sum(1 for line in lines if line.strip() and not json.loads(line).get("partial"))
-        left = max(left, run_config(run.preset, run.overrides, run.seed).epochs - done)
-    return left
+        done = max(done, sum(1 for line in lines if line.strip() and not json.loads(line).get("partial")))
+    return max(run_config(r.preset, r.overrides, r.seed).epochs for r in runs) - done
 
 
 def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[str, Any]] = None,
