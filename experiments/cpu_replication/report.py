@@ -565,7 +565,7 @@ value, only in direction.
 What it runs (`experiments/cpu_replication/sweep.json`, in this order): Table 2's five schedules and the ResNet
 baseline at 32 epochs, seed 0, then seed 1; the budget curve (ResNet and Linear(1, 0.5) at 16 epochs, seeds 0
 and 1, and 64 epochs, seed 0); then, with no training, Figure 2 and implicit against explicit ensembles. From the
-seventh invocation on, the sweep starts the runs with the most epochs left first (`--order longest-first`), so
+eighth invocation on, the sweep starts the runs with the most epochs left first (`--order longest-first`), so
 that the 64-epoch runs go before the 16-epoch ones.
 
 """.splitlines()
