@@ -19,7 +19,7 @@ import torch
 
 from ..runs.config import TrainConfig, load_preset, merge_preset
 from ..runs.experiment import build_model
-from ..runs.rundir import save_json
+from ..runs.rundir import RunDir, save_json
 from .sweep_packs import Pack, form_packs, run_config
 from .train import write_pack
 
@@ -65,9 +65,8 @@ def epochs_left(unit: Union[Run, Pack]) -> int:
         return 0
     done = 0
     for run in runs:
-        metrics = run.path / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if run.state == "resume" and metrics.exists() else []
-        done = max(done, sum(1 for line in lines if line.strip() and not json.loads(line).get("partial")))
+        rows = RunDir(run.path).read_metrics() if run.state == "resume" else []
+        done = max(done, sum(1 for row in rows if not row.get("partial")))
     return max(run_config(r.preset, r.overrides, r.seed).epochs for r in runs) - done
 
 
