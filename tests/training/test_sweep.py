@@ -354,6 +354,19 @@ def test_longest_first_starts_the_runs_with_the_most_epochs_left(tmp_path, monke
     assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [0, 0, 0]
 
 
+def test_epochs_left_counts_only_the_epochs_max_steps_lets_a_run_train(tmp_path):
+    caps = (("capped", {"epochs": 8, "max_steps": 700}), ("started", {"epochs": 8, "max_steps": 350}),
+            ("uncapped", {"epochs": 8}))
+    definition = sweep_plan.make_definition([{"preset": RESNET, "name": name, "overrides": o} for name, o in caps])
+    started = tmp_path / "s" / "started" / "seed-0"  # 100 steps an epoch, one epoch done: 350 steps end in its 4th
+    started.mkdir(parents=True)
+    (started / "config.json").write_text(json.dumps({"config": {}, "resolved": {"steps_per_epoch": 100}}))
+    (started / "checkpoint.pt").write_text("")
+    (started / "metrics.jsonl").write_text(json.dumps({"epoch": 0}) + "\n")
+    # not started: 45,000 images (5,000 held out) in batches of 128 are 351 steps an epoch; 700 steps end in the 2nd
+    assert [sweep_plan.epochs_left(run) for run in sweep_plan.units(definition, tmp_path / "s")] == [2, 3, 8]
+
+
 def test_the_continue_command_keeps_the_order():
     assert sweep.continue_command("s", 2, order="longest-first").endswith("--order longest-first")
     assert "--order" not in sweep.continue_command("s", 2)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from ..data.cifar import SPLIT_SIZES
 from ..runs.config import TrainConfig, load_preset, merge_preset
 from ..runs.experiment import build_model
 from ..runs.rundir import RunDir, save_json
@@ -67,7 +68,20 @@ def epochs_left(unit: Union[Run, Pack]) -> int:
     for run in runs:
         rows = RunDir(run.path).read_metrics() if run.state == "resume" else []
         done = max(done, sum(1 for row in rows if not row.get("partial")))
-    return max(run_config(r.preset, r.overrides, r.seed).epochs for r in runs) - done
+    return max(0, max(_epochs_to_train(r) for r in runs) - done)
+
+
+def _epochs_to_train(run: Run) -> int:
+    """The epochs ``run`` trains in all: its ``epochs``, fewer when ``max_steps`` stops it sooner (a run started
+    before knows its steps an epoch; one not yet started counts whole batches of its training images)."""
+    cfg = run_config(run.preset, run.overrides, run.seed)
+    if cfg.max_steps is None:
+        return cfg.epochs
+    try:
+        per_epoch = int(json.loads((run.path / "config.json").read_text())["resolved"]["steps_per_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        per_epoch = (SPLIT_SIZES["train"] - cfg.val_split) // cfg.batch_size
+    return min(cfg.epochs, -(-cfg.max_steps // max(per_epoch, 1)))
 
 
 def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[str, Any]] = None,
