@@ -53,6 +53,13 @@ def test_sweep_file_with_overrides_that_are_not_a_mapping(tmp_path, capsys, over
              r"run 1 \(short/cpu-20-w1-swapout\): overrides must be a mapping \{\"field\": value\}")
 
 
+@pytest.mark.parametrize("text,message", [("runs: []", r"s\.json: not JSON \(.*\); a sweep file holds"),
+                                          ("[]", r"s\.json: a sweep file holds")])
+def test_sweep_file_that_is_not_a_json_object(tmp_path, capsys, text, message):
+    (tmp_path / "s.json").write_text(text)
+    _refused(["sweep", "--file", str(tmp_path / "s.json"), "--out", str(tmp_path / "out")], capsys, message)
+
+
 @pytest.mark.parametrize("where,message", [("file", "is a file: it must name a sweep's directory"),
                                            ("file/sweep", "cannot write the sweep directory .*: Not a directory"),
                                            ("/proc/sweep", "cannot write the sweep directory /proc/sweep")])

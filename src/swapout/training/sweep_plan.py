@@ -154,7 +154,10 @@ def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[s
 def read_sweep_file(path: Union[str, os.PathLike[str]], overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The definition in a sweep file ``{"runs": [...]}`` (see `make_definition`)."""
     try:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f'not JSON ({err}); a sweep file holds {{"runs": [...]}}') from None
         if not isinstance(data, dict):
             raise ValueError('a sweep file holds {"runs": [...]} (and optionally "pack": G)')
         return make_definition(data.get("runs"), overrides, data.get("pack"))
