@@ -67,6 +67,7 @@ def test_unknown_field_and_bad_value_on_the_command_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unrecognized arguments: --colour red" in err
+    assert err.startswith("swapout train: error:") and err.endswith("(see 'swapout train --help')")  # its command's
     with pytest.raises(SystemExit):
         main(["train", "--epochs", "many"])
     assert "invalid int value" in capsys.readouterr().err

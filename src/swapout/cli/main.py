@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=30, help="stochastic inference samples; default: 30")
     demo.add_argument("--seed", type=int, default=0, help="default: 0")
     demo.set_defaults(func=_demo)
+    for command in sub.choices.values():  # so that an unknown option is reported by its command's parser
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -190,7 +192,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             command that ends with a status of its own (``swapout sweep``).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, to say how to rejoin or continue it
     try:
         args.func(args)
