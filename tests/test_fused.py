@@ -115,6 +115,23 @@ def test_gradcheck_fused_float64():
     assert torch.autograd.gradcheck(lambda a, b: fused.swapout2(a, b, 0.6, 0.5, seed=seed), (x, fx))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_double_backward_fused_float64(layout):
+    # create_graph=True (a gradient penalty, a Hessian-vector product) differentiates the gradient itself
+    x, fx = (torch.randn(3, 4, 5, 5, dtype=torch.float64).to(memory_format=layout).requires_grad_() for _ in range(2))
+    seed = torch.tensor(1234, dtype=torch.int64)
+    assert torch.autograd.gradgradcheck(lambda a, b: fused.swapout2(a, b, 0.6, 0.5, seed=seed), (x, fx))
+    # d/dp of sum(d(p * y)/dx) with y = Theta1*x + Theta2*tanh(x) is sum(Theta1 + Theta2 * (1 - tanh(x)^2))
+    p = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    y = fused.swapout2(x, torch.tanh(x), 0.6, 0.5, seed=seed)
+    (gx,) = torch.autograd.grad((p * y).sum(), x, create_graph=True)
+    (gp,) = torch.autograd.grad(gx.sum(), p)
+    m1, m2 = (m.double() for m in fused.masks((3, 4, 5, 5), seed, 0.6, 0.5))
+    if layout == torch.channels_last:
+        m1, m2 = (m.reshape(3, 5, 5, 4).permute(0, 3, 1, 2) for m in (m1, m2))
+    assert torch.allclose(gp, (m1 + m2 * (1 - torch.tanh(x.detach()) ** 2)).sum())
+
+
 def test_channels_last_stays_channels_last_with_the_masks_of_its_memory_order():
     # A channels-last network must not pay two layout copies per join: the kernel walks memory in
     # order, so the masks are those of the NHWC permutation, in the forward and the backward pass.

@@ -4,7 +4,9 @@ The reference op in `swapout.ops` draws two Bernoulli masks with ``torch.bernoul
 adds, and keeps the masks for the backward pass. Random number generation dominates its cost. The
 kernels here compute ``Y = Theta1*X + Theta2*F`` in one pass over memory, drawing each unit's masks
 from a counter-based generator (Philox4x32-10, Salmon et al., SC 2011) keyed by a per-call seed, and
-the backward pass regenerates the same masks from that seed instead of reading them back.
+the backward pass regenerates the same masks from that seed instead of reading them back. The backward
+pass is differentiable in turn (``create_graph=True``: gradient penalties, Hessian-vector products), since
+its own gradient is the forward kernel with the same seed.
 
 * CPU: a small C file (``csrc/swapout_cpu.c``) compiled with the system C compiler and OpenMP at first
   use, cached per user, and called through `ctypes`. It does not include PyTorch headers, so it
@@ -198,9 +200,45 @@ class _FusedSwapout(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (seed,) = ctx.saved_tensors
         grad = grad.contiguous(memory_format=ctx.layout)
-        backward = _backward_op if torch.compiler.is_compiling() else _backward_impl
-        gx, gfx = backward(grad, seed, *ctx.thetas)
+        if grad.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # create_graph=True (a gradient penalty, a Hessian-vector product): the gradient must itself be
+            # differentiable with respect to ``grad``
+            gx, gfx = _FusedSwapoutGrad.apply(grad, seed, *ctx.thetas)
+        else:
+            backward = _backward_op if torch.compiler.is_compiling() else _backward_impl
+            gx, gfx = backward(grad, seed, *ctx.thetas)
         return gx, gfx, None, None, None
+
+
+class _FusedSwapoutGrad(torch.autograd.Function):
+    """The backward pass of `_FusedSwapout` as an op of its own, for double backward.
+
+    ``(gx, gfx) = (Theta1*grad, Theta2*grad)`` is linear in ``grad`` with the same masks, so its own
+    backward, ``Theta1*ggx + Theta2*ggfx``, is the forward kernel with the same seed, in the same layout.
+    """
+
+    @staticmethod
+    def forward(grad: Tensor, seed: Tensor, theta1: float, theta2: float) -> Tuple[Tensor, Tensor]:
+        return _backward_impl(grad, seed, theta1, theta2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        grad, seed, theta1, theta2 = inputs
+        ctx.save_for_backward(seed)
+        ctx.thetas = (theta1, theta2)
+        ctx.layout = _layout(grad)
+
+    @staticmethod
+    def backward(ctx, ggx: Optional[Tensor], ggfx: Optional[Tensor]):
+        (seed,) = ctx.saved_tensors
+        if ggx is None:
+            if ggfx is None:
+                return None, None, None, None
+            ggx = torch.zeros_like(ggfx)
+        elif ggfx is None:
+            ggfx = torch.zeros_like(ggx)
+        return _FusedSwapout.apply(ggx.contiguous(memory_format=ctx.layout),
+                                   ggfx.contiguous(memory_format=ctx.layout), seed, *ctx.thetas), None, None, None
 
 
 def draw_seed(device: torch.device, generator: Optional[torch.Generator]) -> Tensor:
