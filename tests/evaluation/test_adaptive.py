@@ -82,7 +82,7 @@ def test_pending_images_are_sampled_together_and_stop_at_the_maximum():
 
 
 @pytest.mark.parametrize("kwargs", [dict(delta=0.0), dict(delta=1.0), dict(max_passes=0), dict(round_size=0),
-                                    dict(max_passes=31)])
+                                    dict(max_passes=31), dict(max_passes=2.5), dict(round_size=True)])
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         adaptive_from_passes(torch.full((30, 2, 2), 0.5), **kwargs)

@@ -68,12 +68,22 @@ def test_predict_restores_training_mode_and_is_stochastic():
     det = swapout.predict(model, x, samples=0)
     model.eval()
     torch.testing.assert_close(det, model(x).softmax(-1))
+    # each module gets its own mode back: a BatchNorm frozen while the rest fine-tunes stays frozen
+    model.train()
+    frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    swapout.predict(model, x, samples=2)
+    assert model.training and not frozen.training
 
 
-@pytest.mark.parametrize("kwargs", [dict(samples=-1), dict(samples=2.5), dict(max_batch=0)])
-def test_predict_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
-        swapout.predict(_model(), torch.randn(2, 3, 32, 32), **kwargs)
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(samples=-1), "samples must be"), (dict(samples=2.5), "samples must be"), (dict(max_batch=0), "max_batch"),
+    (dict(model=None), "model must be a torch.nn.Module, got NoneType"),
+    (dict(x=None), r"x must be a batch of images, a tensor \(B, ...\), got NoneType"),
+    (dict(model=torch.nn.Conv2d(3, 4, 1)), r"logits of shape \(B, classes\).*returned \(4, 4, 32, 32\)")])
+def test_predict_bad_arguments(kwargs, message):
+    args = {"model": _model(), "x": torch.randn(2, 3, 32, 32), "samples": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        swapout.predict(**args)
 
 
 def test_bad_inference_mode():

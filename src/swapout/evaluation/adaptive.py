@@ -87,8 +87,9 @@ class _Test:
 
 def _check(delta: float, max_passes: int, round_size: int) -> None:
     _check_delta(delta)
-    if max_passes < 1 or round_size < 1:
-        raise ValueError(f"max_passes and round_size must be >= 1, got {max_passes} and {round_size}")
+    for name, value in (("max_passes", max_passes), ("round_size", round_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def adaptive_from_passes(pass_probs: Tensor, delta: float = 0.05, max_passes: Optional[int] = None,

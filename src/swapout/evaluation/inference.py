@@ -111,7 +111,8 @@ def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optio
     ``max_batch`` rows (row ``s*B + b`` is pass ``s`` of image ``b``), or part of one pass when a
     single pass does not fit. Every pass draws its own masks at every granularity: a join with one
     mask per mini-batch (stochastic depth) draws one per pass held in the call. The model is put in
-    ``eval()`` mode (BatchNorm running statistics) for the call and restored afterwards.
+    ``eval()`` mode (BatchNorm running statistics) for the call, and each of its modules gets its own mode
+    back afterwards.
 
     Args:
         model: a classifier returning logits of shape (B, classes).
@@ -124,9 +125,15 @@ def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optio
         The logits, float32, of shape (samples, B, classes), or (1, B, classes) when ``samples`` is 0.
 
     Raises:
-        ValueError: if ``samples`` is not an integer >= 0, ``max_batch`` is neither None nor a positive
-            integer, or ``x`` holds no images.
+        ValueError: if ``model`` is not a module or ``x`` not a batch of images, ``samples`` is not an integer
+            >= 0, ``max_batch`` is neither None nor a positive integer, ``x`` holds no images, or the model's
+            output is not (B, classes) logits.
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise ValueError("x must be a batch of images, a tensor (B, ...), got "
+                         + ("a 0-d tensor" if isinstance(x, Tensor) else type(x).__name__))
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise ValueError(f"samples must be an integer >= 0 (0 = deterministic inference), got {samples!r}")
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
@@ -136,20 +143,37 @@ def pass_logits(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optio
         raise ValueError("x holds no images")
     rows = batch if max_batch is None else min(batch, max_batch)  # images per call
     per_call = passes if max_batch is None else max(1, min(passes, max_batch // batch))  # passes per call
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with using_inference(model, "stochastic" if samples else "deterministic"):
-            for s in range(0, passes, per_call):
-                k = min(per_call, passes - s)
-                with _passes_per_call(model, k):
-                    parts = [model(x[lo:lo + rows].repeat(k, *[1] * (x.dim() - 1))).float()
-                             .view(k, min(rows, batch - lo), -1) for lo in range(0, batch, rows)]
-                out.append(torch.cat(parts, dim=1))
-    finally:
-        model.train(was_training)
+    with _modes_kept(model), using_inference(model, "stochastic" if samples else "deterministic"):
+        model.eval()
+        for s in range(0, passes, per_call):
+            k = min(per_call, passes - s)
+            with _passes_per_call(model, k):
+                parts = [_logits(model, x[lo:lo + rows].repeat(k, *[1] * (x.dim() - 1)))
+                         for lo in range(0, batch, rows)]
+            out.append(torch.cat([p.view(k, -1, p.shape[-1]) for p in parts], dim=1))
     return torch.cat(out)
+
+
+def _logits(model: nn.Module, x: Tensor) -> Tensor:
+    logits = model(x)
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (B, classes) for a batch of B images; for "
+                         f"{x.shape[0]} images (the passes batched) it returned {shape}")
+    return logits.float()
+
+
+@contextlib.contextmanager
+def _modes_kept(model: nn.Module) -> Iterator[None]:
+    """Restore every module's own train/eval flag on exit: ``model.train(flag)`` would overwrite the flags a
+    user set on parts of it (a BatchNorm frozen in eval mode while the rest fine-tunes)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
@@ -166,7 +190,8 @@ def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch:
         ``samples`` is 0).
 
     Raises:
-        ValueError: as `pass_logits`, for an invalid ``samples`` or ``max_batch`` or an empty ``x``.
+        ValueError: as `pass_logits`, for an invalid argument, an empty ``x`` or a model whose output is not
+            (B, classes) logits.
     """
     return pass_logits(model, x, samples, max_batch).softmax(dim=-1)
 
@@ -187,7 +212,8 @@ def predict(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[
         The mean of the passes' softmax probabilities, float32, of shape (B, classes).
 
     Raises:
-        ValueError: as `pass_logits`, for an invalid ``samples`` or ``max_batch`` or an empty ``x``.
+        ValueError: as `pass_logits`, for an invalid argument, an empty ``x`` or a model whose output is not
+            (B, classes) logits.
 
     Examples:
         >>> import torch
