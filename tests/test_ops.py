@@ -410,3 +410,49 @@ def test_thetas_and_granularity_set_after_construction_are_checked():
     with pytest.raises(ValueError, match="granularity"):
         join.granularity = "channels"
     assert join.thetas == (0.9, 0.2) and join.granularity == "unit"
+    # as many thetas as the join has inputs, a known inference mode, a real generator: a typo must not pass
+    # silently into a forward pass that trusts them (an unknown mode would act as deterministic inference)
+    for name, value, message in (("thetas", (0.5,), "Swapout has 2 theta"), ("thetas", (), "at least one"),
+                                 ("thetas", 0.5, "list or tuple"), ("inference", "Stochastic", "inference mode"),
+                                 ("generator", "seed", "torch.Generator or None")):
+        with pytest.raises(ValueError, match=message):
+            setattr(join, name, value)
+    with pytest.raises(ValueError, match="SkipForward has 1 theta"):
+        swapout.SkipForward(0.5).thetas = (0.1, 0.2)
+    assert join.thetas == (0.9, 0.2) and join.inference == "deterministic" and join.generator is None
+
+
+def test_a_join_pickled_with_plain_attributes_still_loads():
+    join = swapout.Swapout(0.5, 0.5)
+    join.inference = "stochastic"
+    state = dict(join.__dict__)
+    state["inference"], state["generator"] = state.pop("_inference"), state.pop("_generator")
+    old = swapout.Swapout.__new__(swapout.Swapout)
+    old.__setstate__(state)
+    assert old.inference == "stochastic" and old.generator is None and old.thetas == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: swapout.swapout_sum(x, [0.5, 0.5]), "tensors must be a list or tuple of tensors, got Tensor"),
+    (lambda x: swapout.swapout_sum([x, x], 0.5), "thetas must be a list or tuple"),
+    (lambda x: swapout.swapout_sum([x, x], "0.5,0.5"), "thetas must be a list or tuple"),
+    (lambda x: swapout.swapout(x, x, 0.5, 0.5, sample="no"), "sample must be True"),
+    (lambda x: swapout.skipforward(x, x, 0.5, sample=1), "sample must be True"),
+    (lambda x: swapout.swapout(x, x, 0.5, 0.5, generator="seed"), "torch.Generator or None"),
+    (lambda x: swapout.swapout(x.long(), x.long(), 0.5, 0.5), "tensor 0 must be floating point"),
+    (lambda x: swapout.Swapout(0.5, 0.5)(x, None), "tensor 1 must be a torch.Tensor"),
+    (lambda x: swapout.SwapoutN(0.5), "thetas must be a list or tuple"),
+    (lambda x: swapout.StochasticDepth(0.5, per_sample="yes"), "per_sample must be True or False"),
+    (lambda x: swapout.mask_shape(x, "unit"), r"pass its \.shape"),
+    (lambda x: swapout.mask_shape((-1, 3), "unit"), "sizes >= 0"),
+])
+def test_arguments_of_the_wrong_kind_are_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(torch.ones(2, 3, 4, 4))
+
+
+def test_numpy_scalars_are_keep_probabilities():
+    np = pytest.importorskip("numpy")
+    join = swapout.Swapout(np.float32(0.5), np.int64(1))
+    assert join.thetas == (0.5, 1.0) and all(type(t) is float for t in join.thetas)
+    assert swapout.parse_schedule(np.float32(0.25)).values(2) == [0.25, 0.25]

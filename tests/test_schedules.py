@@ -42,6 +42,12 @@ def test_bad_schedules_raise_value_error(bad):
         parse_schedule(bad)
 
 
+@pytest.mark.parametrize("bad", [0.5, "0.5", "0.2,0.8", (), None])
+def test_explicit_takes_a_list_or_tuple_of_thetas(bad):
+    with pytest.raises(ValueError, match="explicit schedule's thetas must"):
+        Explicit(bad)
+
+
 def test_explicit_length_must_match_blocks():
     with pytest.raises(ValueError, match="exactly 3"):
         Explicit((0.1, 0.2)).values(3)

@@ -6,7 +6,11 @@ what is allowed.
 
 from __future__ import annotations
 
-__all__ = ["GRANULARITIES", "PRECISIONS", "check_theta", "check_granularity", "check_positive_int"]
+import numbers
+from typing import Any, Sequence, Tuple
+
+__all__ = ["GRANULARITIES", "PRECISIONS", "check_theta", "check_thetas", "check_generator", "check_granularity",
+           "check_positive_int"]
 
 GRANULARITIES = ("unit", "channel", "sample", "batch")
 PRECISIONS = ("fp32", "bf16")
@@ -14,12 +18,37 @@ PRECISIONS = ("fp32", "bf16")
 
 def check_theta(theta: float, name: str = "theta") -> float:
     """Return ``theta`` as a float after checking that it is a keep probability in [0, 1]."""
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)):
+    # numbers.Real: Python's int and float, and NumPy's scalars (np.float32(0.5), np.int64(1)) too
+    if isinstance(theta, bool) or not isinstance(theta, numbers.Real):
         raise ValueError(f"{name} must be a number in [0, 1], got {theta!r}")
     theta = float(theta)
     if not 0.0 <= theta <= 1.0:  # also rejects NaN
         raise ValueError(f"{name} must be a keep probability in [0, 1], got {theta}")
     return theta
+
+
+def check_thetas(thetas: Sequence[float], what: str = "thetas") -> Tuple[float, ...]:
+    """Return ``thetas``, a non-empty list or tuple of keep probabilities, as a tuple of floats after checking
+    each; ``what`` names the argument in the message."""
+    if isinstance(thetas, (str, bytes)) or not isinstance(thetas, (list, tuple)):
+        raise ValueError(f"{what} must be a list or tuple of numbers in [0, 1], got {_kind(thetas)}")
+    if len(thetas) == 0:
+        raise ValueError(f"{what} must hold at least one theta, got none")
+    return tuple(check_theta(t, f"theta{i + 1}") for i, t in enumerate(thetas))
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (str, bytes, numbers.Number)) else \
+        type(value).__name__
+
+
+def check_generator(generator: Any) -> Any:
+    """Return ``generator`` after checking that it is a ``torch.Generator`` or None."""
+    import torch
+
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {_kind(generator)}")
+    return generator
 
 
 def check_granularity(granularity: str) -> str:

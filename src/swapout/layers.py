@@ -22,12 +22,12 @@ module                output                                      masks
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
 
-from .checks import check_granularity, check_theta
+from .checks import check_generator, check_granularity, check_theta, check_thetas
 from .ops import masked_skipforward, masked_sum
 
 INFERENCE_MODES = ("deterministic", "stochastic")
@@ -58,8 +58,6 @@ class SwapoutJoin(nn.Module):
     def __init__(self, thetas: Sequence[float], granularity: str = "unit",
                  generator: Optional[torch.Generator] = None):
         super().__init__()
-        if len(thetas) == 0:
-            raise ValueError("a swapout join needs at least one theta")
         self.thetas = thetas
         self.granularity = granularity
         self.generator = generator
@@ -68,12 +66,41 @@ class SwapoutJoin(nn.Module):
     # Checked when set, at construction or later, so that the forward pass can trust them.
     @property
     def thetas(self) -> Tuple[float, ...]:
-        """The keep probability of each input, in [0, 1]."""
+        """The keep probability of each input, in [0, 1]; as many as the join was built with."""
         return self._thetas
 
     @thetas.setter
     def thetas(self, values: Sequence[float]) -> None:
-        self._thetas = tuple(check_theta(t, f"theta{i + 1}") for i, t in enumerate(values))
+        thetas = check_thetas(values)
+        before: Optional[Tuple[float, ...]] = getattr(self, "_thetas", None)
+        if before is not None and len(thetas) != len(before):
+            raise ValueError(f"{type(self).__name__} has {len(before)} theta(s), got {len(thetas)}")
+        self._thetas = thetas
+
+    @property
+    def inference(self) -> str:
+        """``"deterministic"`` (the masks' expectations) or ``"stochastic"`` (sampled masks) in eval mode."""
+        return self._inference
+
+    @inference.setter
+    def inference(self, mode: str) -> None:
+        self._inference = check_inference_mode(mode)
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The random source of the masks; None: the default generator of the tensors' device."""
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: Optional[torch.Generator]) -> None:
+        self._generator = check_generator(generator)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # a join pickled whole before ``inference`` and ``generator`` were checked properties held them plainly
+        for name in ("inference", "generator"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
 
     @property
     def granularity(self) -> str:
@@ -250,6 +277,8 @@ class StochasticDepth(Swapout):
     """
 
     def __init__(self, theta: float, per_sample: bool = False, generator: Optional[torch.Generator] = None):
+        if not isinstance(per_sample, bool):
+            raise ValueError(f"per_sample must be True or False, got {per_sample!r}")
         super().__init__(1.0, check_theta(theta), "sample" if per_sample else "batch", generator)
 
 

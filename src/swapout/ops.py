@@ -28,12 +28,12 @@ also the fallback when no fused kernel can be built.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .checks import GRANULARITIES, check_granularity, check_theta
+from .checks import GRANULARITIES, check_generator, check_granularity, check_theta, check_thetas
 from .kernels import fused
 
 __all__ = ["GRANULARITIES", "swapout", "swapout_sum", "skipforward", "mask_shape", "masked_sum", "masked_skipforward"]
@@ -53,10 +53,14 @@ def mask_shape(shape: Sequence[int], granularity: str) -> Tuple[int, ...]:
         The mask's shape, a tuple of the same length as ``shape``.
 
     Raises:
-        ValueError: if ``granularity`` is not one of the four, or ``shape`` lacks the batch (and, for
-            ``"channel"``, channel) dimension it needs.
+        ValueError: if ``granularity`` is not one of the four, ``shape`` is not a sequence of sizes >= 0, or
+            it lacks the batch (and, for ``"channel"``, channel) dimension it needs.
     """
     check_granularity(granularity)
+    if isinstance(shape, Tensor) or not isinstance(shape, Sequence) or \
+            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        got = "a tensor (pass its .shape)" if isinstance(shape, Tensor) else repr(shape)
+        raise ValueError(f"shape must be a sequence of sizes >= 0, such as tensor.shape, got {got}")
     return _mask_shape(tuple(shape), granularity)
 
 
@@ -87,19 +91,30 @@ def _bernoulli(shape: Tuple[int, ...], theta: float, like: Tensor, generator: Op
     return torch.bernoulli(probs, generator=generator).to(like.dtype)
 
 
-def _check_tensors(tensors: Sequence[Tensor], thetas: Sequence[float]) -> List[float]:
+def _check_arguments(tensors: Sequence[Tensor], thetas: Sequence[float], sample: bool, granularity: str,
+                     generator: Optional[torch.Generator]) -> Tuple[float, ...]:
+    if not isinstance(tensors, (list, tuple)):  # a stacked tensor would be read as one term per batch entry
+        raise ValueError(f"tensors must be a list or tuple of tensors, got {type(tensors).__name__}")
     if len(tensors) == 0:
         raise ValueError("swapout needs at least one tensor, got none")
-    if len(thetas) != len(tensors):
-        raise ValueError(f"swapout needs one theta per tensor, got {len(thetas)} thetas for {len(tensors)} tensors")
     for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
-    return [check_theta(th, f"theta{i + 1}") for i, th in enumerate(thetas)]
+        if isinstance(t, Tensor) and not t.is_floating_point():  # masks of an integer tensor would be truncated
+            raise ValueError(f"tensor {i} must be floating point, got {t.dtype}")
+    checked = check_thetas(thetas)
+    if len(checked) != len(tensors):
+        raise ValueError(f"swapout needs one theta per tensor, got {len(checked)} thetas for {len(tensors)} tensors")
+    if not isinstance(sample, bool):
+        raise ValueError(f"sample must be True (draw masks) or False (their expectations), got {sample!r}")
+    check_granularity(granularity)
+    check_generator(generator)
+    return checked
 
 
 def _check_shapes(tensors: Sequence[Tensor]) -> None:
     # on the trusted path, which every call takes: the fused kernels read every tensor as long as the first
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
     shape = tensors[0].shape
     for i, t in enumerate(tensors):
         if t.shape != shape:
@@ -129,11 +144,13 @@ def swapout_sum(
     special cases (residual, dropout, residual dropout) are exact.
 
     Returns:
-        The masked sum, with the shape and dtype of the tensors; zeros if every theta is 0.
+        The masked sum, with the shape of the tensors and their dtype (promoted as PyTorch's arithmetic does when
+        they differ, as under autocast); zeros if every theta is 0.
 
     Raises:
-        ValueError: if there are no tensors, the numbers of tensors and thetas differ, a tensor is not a
-            ``torch.Tensor``, the shapes differ, a theta is not in [0, 1], or ``granularity`` is unknown.
+        ValueError: if ``tensors`` is not a list or tuple of at least one ``torch.Tensor``, ``thetas`` not a
+            list or tuple of numbers in [0, 1], one per tensor, the shapes differ, ``sample`` is not a bool,
+            ``granularity`` is unknown, or ``generator`` is neither None nor a ``torch.Generator``.
 
     Examples:
         >>> import torch
@@ -143,9 +160,8 @@ def swapout_sum(
         tensor([[3., 3., 3.],
                 [3., 3., 3.]])
     """
-    thetas = _check_tensors(tensors, thetas)
-    check_granularity(granularity)
-    return masked_sum(tensors, thetas, sample=sample, granularity=granularity, generator=generator)
+    checked = _check_arguments(tensors, thetas, sample, granularity, generator)
+    return masked_sum(tensors, checked, sample=sample, granularity=granularity, generator=generator)
 
 
 def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bool, granularity: str,
@@ -199,7 +215,7 @@ def swapout(
     ``granularity="batch"`` is stochastic depth.
 
     Returns:
-        Y, with the shape and dtype of ``x``.
+        Y, with the shape of ``x``; its dtype, or the promotion of both where they differ (as under autocast).
 
     Raises:
         ValueError: as `swapout_sum`, for a bad theta, granularity, tensor or shape mismatch.
@@ -245,11 +261,11 @@ def skipforward(
 
     Raises:
         ValueError: if ``theta`` is not in [0, 1], ``granularity`` is unknown, an input is not a
-            ``torch.Tensor``, or the shapes of ``x`` and ``fx`` differ.
+            ``torch.Tensor``, the shapes of ``x`` and ``fx`` differ, ``sample`` is not a bool, or ``generator``
+            is neither None nor a ``torch.Generator``.
     """
     theta = check_theta(theta)
-    _check_tensors((x, fx), (theta, 0.0))
-    check_granularity(granularity)
+    _check_arguments((x, fx), (theta, 0.0), sample, granularity, generator)
     return masked_skipforward(x, fx, theta, sample=sample, granularity=granularity, generator=generator)
 
 

@@ -10,11 +10,12 @@ A schedule is written in the paper's notation and resolved for a network of L bl
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple, Union
 
-from .checks import check_theta
+from .checks import check_theta, check_thetas
 
 __all__ = ["Schedule", "Constant", "Linear", "Explicit", "parse_schedule", "ScheduleLike"]
 
@@ -135,9 +136,7 @@ class Explicit(Schedule):
     thetas: Tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if len(self.thetas) == 0:
-            raise ValueError("an explicit schedule needs at least one theta")
-        object.__setattr__(self, "thetas", tuple(check_theta(t) for t in self.thetas))
+        object.__setattr__(self, "thetas", check_thetas(self.thetas, "an explicit schedule's thetas"))
 
     def values(self, num_blocks: int) -> List[float]:
         """The listed keep probabilities.
@@ -203,8 +202,8 @@ def parse_schedule(spec: ScheduleLike) -> Schedule:
         return spec
     if isinstance(spec, bool):
         raise ValueError(f"a schedule must be {_HELP}; got {spec!r}")
-    if isinstance(spec, (int, float)):
-        return Constant(spec)
+    if isinstance(spec, numbers.Real):
+        return Constant(float(spec))
     if isinstance(spec, str):
         text = spec.strip()
         match = _LINEAR.match(text)
