@@ -105,6 +105,20 @@ class Untraceable(nn.Module):
         return x + self.body(x)
 
 
+class Context(nn.Module):
+    """A global-context block (as in GCNet): the input plus a per-channel transform of its mean, an add that
+    broadcasts (N, C, 1, 1) over (N, C, H, W)."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 1)
+        self.context = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return x + self.context(x.mean((2, 3)))[:, :, None, None]
+
+
 def _x(n=4, size=8):
     return torch.randn(n, 3, size, size)
 
@@ -157,9 +171,9 @@ def test_the_projects_resnet_counts_its_join_modules_and_gets_create_models_thet
 
 # ---- what a converted model keeps ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [Net, Tokens,
+@pytest.mark.parametrize("make", [Net, Tokens, Context,
                                   lambda: swapout.create_model("resnet_v2_ours", depth=8, method="resnet")],
-                         ids=["net", "tokens", "resnet_v2_ours"])
+                         ids=["net", "tokens", "context", "resnet_v2_ours"])
 def test_theta_one_is_bit_identical_and_state_dicts_load_both_ways(make):
     model = make()
     x = torch.randn(4, 4, 8) if isinstance(model, Tokens) else _x(4, 16)

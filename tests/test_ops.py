@@ -309,10 +309,25 @@ def test_bad_theta_raises(theta):
 
 
 def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\), \(2, 4\) do not broadcast together"):
         swapout.swapout(torch.ones(2, 3), torch.ones(2, 4), 0.5, 0.5)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="do not broadcast"):
         swapout.SkipForward(0.5)(torch.ones(2, 3), torch.ones(3, 3))
+
+
+def test_shapes_that_broadcast_are_joined_as_their_sum_would_be():
+    # a block output per channel (N, C, 1, 1) beside its input (N, C, H, W), as in x + fx
+    x, fx = torch.ones(8, 3, 5, 5), torch.full((8, 3, 1, 1), 2.0)
+    assert torch.equal(swapout.swapout(x, fx, 1.0, 1.0), x + fx)
+    assert torch.equal(swapout.swapout(x, fx, 0.5, 0.25, sample=False), 0.5 * x + 0.25 * fx)
+    assert swapout.swapout(x, fx, 0.0, 0.0).shape == (8, 3, 5, 5)
+    y = swapout.Swapout(0.5, 0.5).train()(x, fx)
+    kept_f = y >= 2  # F(X)'s mask has F(X)'s shape: one draw per sample and channel, the same at every position
+    assert y.shape == (8, 3, 5, 5) and torch.equal(kept_f, kept_f[:, :, :1, :1].expand_as(kept_f))
+    assert 0 < kept_f.float().mean() < 1 and 0 < (y % 2 == 1).float().mean() < 1  # X's mask varies per unit
+    z = swapout.skipforward(x, fx, 0.5)  # one coupled mask, of the broadcast shape
+    assert z.shape == (8, 3, 5, 5) and set(z.unique().tolist()) == {1.0, 2.0}
+    assert torch.equal(swapout.skipforward(x, fx, 0.0), fx.expand(8, 3, 5, 5))
     with pytest.raises(ValueError, match="granularity 'channel'"):
         swapout.swapout(torch.ones(5), torch.ones(5), 0.5, 0.5, granularity="channel")
 

@@ -137,10 +137,11 @@ class SwapoutJoin(nn.Module):
         """Join the inputs, sampling masks in training or stochastic inference, expectations otherwise.
 
         Args:
-            *tensors: one tensor per theta, all of the same shape, e.g. ``(N, C, H, W)``.
+            *tensors: one tensor per theta, of one shape (e.g. ``(N, C, H, W)``) or of shapes that broadcast
+                together as their sum would.
 
         Returns:
-            ``sum_i Theta_i * tensors[i]``, with the inputs' shape and dtype.
+            ``sum_i Theta_i * tensors[i]``, with the inputs' (broadcast) shape and dtype.
 
         Raises:
             ValueError: if the number of tensors differs from the number of thetas, or a ``"batch"``-granularity
@@ -179,10 +180,11 @@ class SwapoutN(SwapoutJoin):
         """Join N inputs, given as N arguments or as one list or tuple.
 
         Args:
-            *tensors: one tensor per theta, all of the same shape, or a single list or tuple of them.
+            *tensors: one tensor per theta, of one shape or of shapes that broadcast together, or a single list
+                or tuple of them.
 
         Returns:
-            ``sum_i Theta_i * F_i``, with the inputs' shape and dtype.
+            ``sum_i Theta_i * F_i``, with the inputs' (broadcast) shape and dtype.
         """
         if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
             return super().forward(*tensors[0])
@@ -225,10 +227,10 @@ class Swapout(SwapoutJoin):
 
         Args:
             x: the skip input X, e.g. ``(N, C, H, W)``.
-            fx: the block output F(X), same shape as ``x``.
+            fx: the block output F(X), of ``x``'s shape or one that broadcasts with it (as ``x + fx``).
 
         Returns:
-            Θ₁ ⊙ X + Θ₂ ⊙ F(X), with the shape and dtype of ``x``.
+            Θ₁ ⊙ X + Θ₂ ⊙ F(X), with the shape (broadcast with ``fx``'s) and dtype of ``x``.
         """
         return super().forward(x, fx)
 
@@ -310,7 +312,7 @@ class SkipForward(SwapoutJoin):
 
         Args:
             x: the skip input X, e.g. ``(N, C, H, W)``.
-            fx: the block output F(X), same shape as ``x``.
+            fx: the block output F(X), of ``x``'s shape or one that broadcasts with it (as ``x + fx``).
 
         Returns:
             Θ ⊙ X + (1 - Θ) ⊙ F(X) (``on="x"``) or (1 - Θ) ⊙ X + Θ ⊙ F(X) (``on="fx"``), with the

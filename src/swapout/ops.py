@@ -20,6 +20,10 @@ Masks come in four granularities: ``"unit"`` (one draw per element, the paper's 
 ``"channel"`` (one per sample and channel, shared over the spatial positions), ``"sample"`` (one
 per sample) and ``"batch"`` (one for the whole mini-batch, as in stochastic depth).
 
+Tensors whose shapes differ but broadcast together, as ``x + fx`` would (a block output per channel,
+``(N, C, 1, 1)``, beside its input ``(N, C, H, W)``), are joined at the broadcast shape; each term's masks
+then have its own tensor's shape (SkipForward's one mask has the broadcast shape).
+
 With ``sample=True`` and unit granularity, two-term swapout on CPU and CUDA tensors runs through a
 fused kernel (`swapout.kernels.fused`) that regenerates its masks in the backward pass instead of
 storing them. Everything else runs through the reference implementation in this module, which is
@@ -110,16 +114,20 @@ def _check_arguments(tensors: Sequence[Tensor], thetas: Sequence[float], sample:
     return checked
 
 
-def _check_shapes(tensors: Sequence[Tensor]) -> None:
-    # on the trusted path, which every call takes: the fused kernels read every tensor as long as the first
+def _shape_of(tensors: Sequence[Tensor]) -> torch.Size:
+    """The shape of the sum: the tensors' own, or the one they broadcast to, as ``x + fx`` would (a block whose
+    output is per channel, (N, C, 1, 1), beside its input (N, C, H, W))."""
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
     shape = tensors[0].shape
-    for i, t in enumerate(tensors):
-        if t.shape != shape:
-            raise ValueError(f"all tensors must have the same shape: tensor 0 has {tuple(shape)}, "
-                             f"tensor {i} has {tuple(t.shape)}")
+    if all(t.shape == shape for t in tensors):
+        return shape
+    try:
+        return torch.broadcast_shapes(*(t.shape for t in tensors))  # type: ignore[no-untyped-call]
+    except RuntimeError:
+        raise ValueError(f"the tensors' shapes {', '.join(str(tuple(t.shape)) for t in tensors)} do not broadcast "
+                         f"together, as adding them would need") from None
 
 
 def swapout_sum(
@@ -133,7 +141,8 @@ def swapout_sum(
     """General swapout, equation 2 of the paper: ``Y = sum_i Theta_i * F_i``.
 
     Args:
-        tensors: N >= 1 tensors of the same shape, typically outputs of earlier layers.
+        tensors: N >= 1 tensors of one shape, or of shapes that broadcast together as their sum would,
+            typically outputs of earlier layers.
         thetas: N keep probabilities in [0, 1], one per tensor; the masks are independent.
         sample: draw Bernoulli masks (training, stochastic inference) if True; use their
             expectations ``theta_i`` (deterministic inference) if False.
@@ -144,12 +153,13 @@ def swapout_sum(
     special cases (residual, dropout, residual dropout) are exact.
 
     Returns:
-        The masked sum, with the shape of the tensors and their dtype (promoted as PyTorch's arithmetic does when
-        they differ, as under autocast); zeros if every theta is 0.
+        The masked sum, with the tensors' (broadcast) shape and their dtype (promoted as PyTorch's arithmetic
+        does when they differ, as under autocast); zeros if every theta is 0.
 
     Raises:
         ValueError: if ``tensors`` is not a list or tuple of at least one ``torch.Tensor``, ``thetas`` not a
-            list or tuple of numbers in [0, 1], one per tensor, the shapes differ, ``sample`` is not a bool,
+            list or tuple of numbers in [0, 1], one per tensor, the shapes do not broadcast together, ``sample`` is
+            not a bool,
             ``granularity`` is unknown, or ``generator`` is neither None nor a ``torch.Generator``.
 
     Examples:
@@ -170,10 +180,10 @@ def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bo
 
     The layers call this on every forward pass; they check their thetas once, when they are set.
     """
-    _check_shapes(tensors)
+    shape = _shape_of(tensors)
     if sample and granularity == "unit" and len(tensors) == 2 and any(0.0 < t < 1.0 for t in thetas):
         if fused.available(tensors[0]) and tensors[1].dtype == tensors[0].dtype \
-                and tensors[1].device == tensors[0].device:
+                and tensors[1].device == tensors[0].device and tensors[1].shape == tensors[0].shape:
             return fused.swapout2(tensors[0], tensors[1], thetas[0], thetas[1], generator)
     out = None
     for t, theta in zip(tensors, thetas):
@@ -186,7 +196,7 @@ def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bo
         else:
             term = theta * t
         out = term if out is None else out + term
-    return torch.zeros_like(tensors[0]) if out is None else out
+    return tensors[0].new_zeros(shape) if out is None else out
 
 
 def swapout(
@@ -203,7 +213,7 @@ def swapout(
 
     Args:
         x: the block's skip input X.
-        fx: the block's output F(X), same shape as ``x``.
+        fx: the block's output F(X), of ``x``'s shape or one that broadcasts with it (as ``x + fx``).
         theta1: keep probability of X, in [0, 1].
         theta2: keep probability of F(X), in [0, 1].
         sample: draw Bernoulli masks if True; use their expectations (deterministic inference) if False.
@@ -215,7 +225,8 @@ def swapout(
     ``granularity="batch"`` is stochastic depth.
 
     Returns:
-        Y, with the shape of ``x``; its dtype, or the promotion of both where they differ (as under autocast).
+        Y, with the shape of ``x`` (broadcast with ``fx``'s where they differ); its dtype, or the promotion of
+        both where they differ (as under autocast).
 
     Raises:
         ValueError: as `swapout_sum`, for a bad theta, granularity, tensor or shape mismatch.
@@ -250,19 +261,19 @@ def skipforward(
 
     Args:
         x: the block's skip input X.
-        fx: the block's output F(X), same shape as ``x``.
+        fx: the block's output F(X), of ``x``'s shape or one that broadcasts with it (as ``x + fx``).
         theta: probability in [0, 1] that a unit reports X rather than F(X).
         sample: draw the mask if True; use its expectation (deterministic inference) if False.
         granularity: ``"unit"``, ``"channel"``, ``"sample"`` or ``"batch"``; see `mask_shape`.
         generator: random source for the mask; the default generator of the tensors' device if None.
 
     Returns:
-        Y, with the shape and dtype of ``x``.
+        Y, with the shape of ``x`` (broadcast with ``fx``'s where they differ) and its dtype.
 
     Raises:
         ValueError: if ``theta`` is not in [0, 1], ``granularity`` is unknown, an input is not a
-            ``torch.Tensor``, the shapes of ``x`` and ``fx`` differ, ``sample`` is not a bool, or ``generator``
-            is neither None nor a ``torch.Generator``.
+            ``torch.Tensor``, the shapes of ``x`` and ``fx`` do not broadcast together, ``sample`` is not a bool,
+            or ``generator`` is neither None nor a ``torch.Generator``.
     """
     theta = check_theta(theta)
     _check_arguments((x, fx), (theta, 0.0), sample, granularity, generator)
@@ -272,10 +283,11 @@ def skipforward(
 def masked_skipforward(x: Tensor, fx: Tensor, theta: float, *, sample: bool, granularity: str,
                        generator: Optional[torch.Generator]) -> Tensor:
     """`skipforward` for arguments already checked, as `masked_sum` is for `swapout_sum`."""
-    _check_shapes((x, fx))
+    shape = _shape_of((x, fx))
     if theta in (0.0, 1.0):
-        return fx if theta == 0.0 else x
+        chosen = fx if theta == 0.0 else x
+        return chosen if chosen.shape == shape else chosen.expand(shape)
     if not sample:
         return theta * x + (1.0 - theta) * fx
-    mask = _bernoulli(_mask_shape(tuple(x.shape), granularity), theta, x, generator)
+    mask = _bernoulli(_mask_shape(tuple(shape), granularity), theta, x, generator)
     return torch.where(mask.bool(), x, fx)
