@@ -193,7 +193,8 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     or a constant (positional embeddings, biases) and sums of unrelated features are left alone; the
     rule is `swapout.conversion.graph.classify`. The skip term gets theta1, the block output theta2.
     Joins that are swapout join modules already (``method="resnet"`` models of this package) count as
-    joins and are replaced.
+    joins and are replaced by ones built from this call's arguments alone: their own thetas, granularity,
+    generator and inference mode are not kept.
 
     What tracing loses: methods and attributes other than ``forward`` and what it reads (timm's
     ``forward_features``, ``reset_classifier``), hooks on traced-through modules, and Python branches
