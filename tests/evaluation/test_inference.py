@@ -89,6 +89,8 @@ def test_predict_bad_arguments(kwargs, message):
 def test_bad_inference_mode():
     with pytest.raises(ValueError, match="deterministic"):
         swapout.set_inference(_model(), "sampled")
+    with pytest.raises(ValueError, match="model must be a torch.nn.Module, got NoneType"):
+        swapout.set_inference(None, "stochastic")
 
 
 @pytest.mark.parametrize("max_batch", [None, 20, 1])

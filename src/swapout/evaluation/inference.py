@@ -32,7 +32,7 @@ def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
         The previous mode of each join, ``{join: mode}``, so a caller can restore them.
 
     Raises:
-        ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``.
+        ValueError: if ``mode`` is not ``"deterministic"`` or ``"stochastic"``, or ``model`` is not a module.
 
     Examples:
         >>> import torch
@@ -49,6 +49,8 @@ def set_inference(model: nn.Module, mode: str) -> Dict[SwapoutJoin, str]:
         True
     """
     check_inference_mode(mode)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     previous = {}
     for m in model.modules():
         if isinstance(m, SwapoutJoin):
