@@ -320,16 +320,44 @@ def test_shapes_that_broadcast_are_joined_as_their_sum_would_be():
     x, fx = torch.ones(8, 3, 5, 5), torch.full((8, 3, 1, 1), 2.0)
     assert torch.equal(swapout.swapout(x, fx, 1.0, 1.0), x + fx)
     assert torch.equal(swapout.swapout(x, fx, 0.5, 0.25, sample=False), 0.5 * x + 0.25 * fx)
-    assert swapout.swapout(x, fx, 0.0, 0.0).shape == (8, 3, 5, 5)
+    for theta1, theta2 in ((0.0, 0.0), (0.0, 0.5), (0.0, 1.0), (1.0, 0.0)):  # terms left out: still the sum's shape
+        for sample in (True, False):
+            y = swapout.swapout(x, fx, theta1, theta2, sample=sample)
+            assert y.shape == (8, 3, 5, 5), (theta1, theta2, sample)
+    y = swapout.swapout(x, fx, 0.0, 1.0)
+    assert torch.equal(y, torch.full((8, 3, 5, 5), 2.0)) and y.relu_() is y  # a tensor of its own, writable
+    torch.manual_seed(0)
     y = swapout.Swapout(0.5, 0.5).train()(x, fx)
-    kept_f = y >= 2  # F(X)'s mask has F(X)'s shape: one draw per sample and channel, the same at every position
-    assert y.shape == (8, 3, 5, 5) and torch.equal(kept_f, kept_f[:, :, :1, :1].expand_as(kept_f))
-    assert 0 < kept_f.float().mean() < 1 and 0 < (y % 2 == 1).float().mean() < 1  # X's mask varies per unit
+    kept_f = y >= 2  # F(X) is masked at the output's shape: every unit gets its own draw, as in the paper
+    assert y.shape == (8, 3, 5, 5) and not torch.equal(kept_f, kept_f[:, :, :1, :1].expand_as(kept_f))
+    # 600 units, each kept with probability 0.5: 0.1 is 4.9 standard deviations of the share kept
+    assert abs(kept_f.float().mean() - 0.5) < 0.1 and abs((y % 2 == 1).float().mean() - 0.5) < 0.1
     z = swapout.skipforward(x, fx, 0.5)  # one coupled mask, of the broadcast shape
     assert z.shape == (8, 3, 5, 5) and set(z.unique().tolist()) == {1.0, 2.0}
     assert torch.equal(swapout.skipforward(x, fx, 0.0), fx.expand(8, 3, 5, 5))
-    with pytest.raises(ValueError, match="granularity 'channel'"):
-        swapout.swapout(torch.ones(5), torch.ones(5), 0.5, 0.5, granularity="channel")
+    assert swapout.SkipForward(1.0)(fx, x).relu_().shape == (8, 3, 5, 5)
+    # per-sample masks follow the output's samples, even for a term without a batch dimension
+    per_sample = swapout.swapout(x, torch.full((3, 1, 1), 2.0), 1.0, 0.5, granularity="sample")
+    kept = per_sample[:, 0, 0, 0] == 3
+    assert torch.equal(per_sample, 1 + 2 * kept.float().view(8, 1, 1, 1).expand(8, 3, 5, 5))
+
+
+def test_the_sum_has_the_promoted_dtype_whichever_terms_are_left_out():
+    # under autocast a block's output is bf16 beside a float32 input; x + fx would be float32
+    x, fx = torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bfloat16)
+    for theta1, theta2 in ((1.0, 1.0), (0.0, 0.5), (0.0, 1.0), (0.0, 0.0), (0.5, 0.5)):
+        assert swapout.swapout(x, fx, theta1, theta2).dtype == torch.float32, (theta1, theta2)
+    assert swapout.skipforward(x, fx, 0.0).dtype == torch.float32
+
+
+def test_stochastic_depth_passes_in_one_call_with_a_term_that_broadcasts_over_the_batch():
+    join = swapout.StochasticDepth(0.5).eval()
+    join.inference, join.passes_per_call = "stochastic", 2
+    x, fx = torch.zeros(4, 3, 2, 2), torch.ones(1, 3, 1, 1)
+    y = join(x, fx)
+    assert y.shape == (4, 3, 2, 2)
+    for part in y.chunk(2):  # one draw per pass, shared by its rows
+        assert part.unique().numel() == 1
 
 
 def test_bad_granularity_raises():

@@ -28,10 +28,13 @@ def check_theta(theta: float, name: str = "theta") -> float:
 
 
 def check_thetas(thetas: Sequence[float], what: str = "thetas") -> Tuple[float, ...]:
-    """Return ``thetas``, a non-empty list or tuple of keep probabilities, as a tuple of floats after checking
-    each; ``what`` names the argument in the message."""
-    if isinstance(thetas, (str, bytes)) or not isinstance(thetas, (list, tuple)):
+    """Return ``thetas``, a non-empty sequence of keep probabilities (a list, a tuple, a 1-d NumPy array...), as
+    a tuple of floats after checking each; ``what`` names the argument in the message."""
+    if isinstance(thetas, (str, bytes, numbers.Number)) or not hasattr(thetas, "__len__") or \
+            not hasattr(thetas, "__iter__"):
         raise ValueError(f"{what} must be a list or tuple of numbers in [0, 1], got {_kind(thetas)}")
+    thetas = [t.item() if hasattr(t, "item") and getattr(t, "ndim", None) == 0 and not isinstance(t, numbers.Number)
+              else t for t in thetas]
     if len(thetas) == 0:
         raise ValueError(f"{what} must hold at least one theta, got none")
     return tuple(check_theta(t, f"theta{i + 1}") for i, t in enumerate(thetas))

@@ -52,7 +52,9 @@ class SwapoutJoin(nn.Module):
         generator: optional random source for the masks; the default generator of the device if None.
 
     Raises:
-        ValueError: if ``thetas`` is empty, a theta is not in [0, 1], or ``granularity`` is unknown.
+        ValueError: if ``thetas`` is not a non-empty sequence of numbers in [0, 1], ``granularity`` is unknown,
+            or ``generator`` is neither None nor a ``torch.Generator``; and later, when ``thetas`` (another
+            count of them), ``granularity``, ``generator`` or ``inference`` is set to a value that is not allowed.
     """
 
     def __init__(self, thetas: Sequence[float], granularity: str = "unit",
@@ -129,9 +131,13 @@ class SwapoutJoin(nn.Module):
         k = self.passes_per_call
         if k == 1 or self.granularity != "batch" or not self.sampling:
             return join(*tensors)
-        if tensors[0].shape[0] % k:
-            raise ValueError(f"a batch of {tensors[0].shape[0]} rows cannot hold {k} passes of equal size")
-        return torch.cat([join(*part) for part in zip(*(t.chunk(k) for t in tensors))])
+        rank = max(t.dim() for t in tensors)
+        batch = max(t.shape[0] for t in tensors if t.dim() == rank)
+        if batch % k:
+            raise ValueError(f"a batch of {batch} rows cannot hold {k} passes of equal size")
+        # a term that broadcasts along the batch (no batch dimension, or one of size 1) is the same in every pass
+        parts = [t.chunk(k) if t.dim() == rank and t.shape[0] == batch else (t,) * k for t in tensors]
+        return torch.cat([join(*part) for part in zip(*parts)])
 
     def forward(self, *tensors: Tensor) -> Tensor:
         """Join the inputs, sampling masks in training or stochastic inference, expectations otherwise.
@@ -141,7 +147,7 @@ class SwapoutJoin(nn.Module):
                 together as their sum would.
 
         Returns:
-            ``sum_i Theta_i * tensors[i]``, with the inputs' (broadcast) shape and dtype.
+            ``sum_i Theta_i * tensors[i]``, with the inputs' (broadcast) shape and the dtype of their sum.
 
         Raises:
             ValueError: if the number of tensors differs from the number of thetas, or a ``"batch"``-granularity
@@ -184,7 +190,7 @@ class SwapoutN(SwapoutJoin):
                 or tuple of them.
 
         Returns:
-            ``sum_i Theta_i * F_i``, with the inputs' (broadcast) shape and dtype.
+            ``sum_i Theta_i * F_i``, with the inputs' (broadcast) shape and the dtype of their sum.
         """
         if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
             return super().forward(*tensors[0])
@@ -230,7 +236,7 @@ class Swapout(SwapoutJoin):
             fx: the block output F(X), of ``x``'s shape or one that broadcasts with it (as ``x + fx``).
 
         Returns:
-            Θ₁ ⊙ X + Θ₂ ⊙ F(X), with the shape (broadcast with ``fx``'s) and dtype of ``x``.
+            Θ₁ ⊙ X + Θ₂ ⊙ F(X), with the shape of ``x`` (broadcast with ``fx``'s) and the dtype of their sum.
         """
         return super().forward(x, fx)
 
@@ -316,7 +322,8 @@ class SkipForward(SwapoutJoin):
 
         Returns:
             Θ ⊙ X + (1 - Θ) ⊙ F(X) (``on="x"``) or (1 - Θ) ⊙ X + Θ ⊙ F(X) (``on="fx"``), with the
-            shape and dtype of ``x``; with expectations for the masks in deterministic inference.
+            shape of ``x`` (broadcast with ``fx``'s) and the dtype of their sum; with expectations for the masks
+            in deterministic inference.
         """
         kept, other = (x, fx) if self.on == "x" else (fx, x)
         return self._per_pass(lambda a, b: masked_skipforward(a, b, self.thetas[0], sample=self.sampling,

@@ -21,8 +21,8 @@ Masks come in four granularities: ``"unit"`` (one draw per element, the paper's 
 per sample) and ``"batch"`` (one for the whole mini-batch, as in stochastic depth).
 
 Tensors whose shapes differ but broadcast together, as ``x + fx`` would (a block output per channel,
-``(N, C, 1, 1)``, beside its input ``(N, C, H, W)``), are joined at the broadcast shape; each term's masks
-then have its own tensor's shape (SkipForward's one mask has the broadcast shape).
+``(N, C, 1, 1)``, beside its input ``(N, C, H, W)``), are joined at the broadcast shape, the masks too: every
+unit of the output gets its own draws whatever the shape of the term, as in the paper.
 
 With ``sample=True`` and unit granularity, two-term swapout on CPU and CUDA tensors runs through a
 fused kernel (`swapout.kernels.fused`) that regenerates its masks in the backward pass instead of
@@ -180,7 +180,7 @@ def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bo
 
     The layers call this on every forward pass; they check their thetas once, when they are set.
     """
-    shape = _shape_of(tensors)
+    shape, dtype = _shape_of(tensors), _sum_dtype(tensors)
     if sample and granularity == "unit" and len(tensors) == 2 and any(0.0 < t < 1.0 for t in thetas):
         if fused.available(tensors[0]) and tensors[1].dtype == tensors[0].dtype \
                 and tensors[1].device == tensors[0].device and tensors[1].shape == tensors[0].shape:
@@ -191,12 +191,29 @@ def masked_sum(tensors: Sequence[Tensor], thetas: Sequence[float], *, sample: bo
             continue
         if theta == 1.0:
             term = t
-        elif sample:
-            term = _bernoulli(_mask_shape(tuple(t.shape), granularity), theta, t, generator) * t
+        elif sample:  # masks of the sum's shape: a term that broadcasts still gets a draw per unit of the output
+            term = _bernoulli(_mask_shape(tuple(shape), granularity), theta, t, generator) * t
         else:
             term = theta * t
         out = term if out is None else out + term
-    return tensors[0].new_zeros(shape) if out is None else out
+    if out is None:
+        return tensors[0].new_zeros(shape, dtype=dtype)
+    return out if out.shape == shape and out.dtype == dtype else _as_sum(out, shape, dtype)
+
+
+def _sum_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    """The dtype of the tensors' sum (type promotion, as under autocast), whichever terms a theta of 0 leaves out."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        if t.dtype != dtype:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _as_sum(t: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """``t`` widened to the sum's shape and dtype, as a tensor of its own (an expanded view could not be written
+    in place, as the add it replaces can be)."""
+    return t.to(dtype).expand(shape).clone()
 
 
 def swapout(
@@ -268,7 +285,7 @@ def skipforward(
         generator: random source for the mask; the default generator of the tensors' device if None.
 
     Returns:
-        Y, with the shape of ``x`` (broadcast with ``fx``'s where they differ) and its dtype.
+        Y, with the shape of ``x`` (broadcast with ``fx``'s where they differ) and the dtype of their sum.
 
     Raises:
         ValueError: if ``theta`` is not in [0, 1], ``granularity`` is unknown, an input is not a
@@ -283,10 +300,10 @@ def skipforward(
 def masked_skipforward(x: Tensor, fx: Tensor, theta: float, *, sample: bool, granularity: str,
                        generator: Optional[torch.Generator]) -> Tensor:
     """`skipforward` for arguments already checked, as `masked_sum` is for `swapout_sum`."""
-    shape = _shape_of((x, fx))
+    shape, dtype = _shape_of((x, fx)), _sum_dtype((x, fx))
     if theta in (0.0, 1.0):
         chosen = fx if theta == 0.0 else x
-        return chosen if chosen.shape == shape else chosen.expand(shape)
+        return chosen if chosen.shape == shape and chosen.dtype == dtype else _as_sum(chosen, shape, dtype)
     if not sample:
         return theta * x + (1.0 - theta) * fx
     mask = _bernoulli(_mask_shape(tuple(shape), granularity), theta, x, generator)

@@ -74,6 +74,17 @@ def test_predict_restores_training_mode_and_is_stochastic():
     swapout.predict(model, x, samples=2)
     assert model.training and not frozen.training
 
+    class Frozen(torch.nn.Sequential):  # a train() override with a side effect: it runs on the way out too
+        calls = []
+
+        def train(self, mode=True):
+            self.calls.append(mode)
+            return super().train(mode)
+
+    wrapped = Frozen(_model()).train()
+    swapout.predict(wrapped, x, samples=2)
+    assert wrapped.calls == [True, False, True] and wrapped.training
+
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(samples=-1), "samples must be"), (dict(samples=2.5), "samples must be"), (dict(max_batch=0), "max_batch"),

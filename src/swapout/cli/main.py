@@ -194,7 +194,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        given = list(sys.argv[1:] if argv is None else argv)
+        before_command = given.index(args.command) > given.index(unknown[0]) if unknown[0] in given else False
+        (parser if before_command else args.command_parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, to say how to rejoin or continue it
     try:
         args.func(args)

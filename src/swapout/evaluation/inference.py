@@ -174,8 +174,10 @@ def _modes_kept(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
+        model.train(modes[0][1])  # through train(), so that an override of it runs as on the way in
         for m, training in modes:
-            m.training = training
+            if m.training != training:
+                m.train(training)
 
 
 def stochastic_passes(model: nn.Module, x: Tensor, samples: int = 30, max_batch: Optional[int] = 1024) -> Tensor:
