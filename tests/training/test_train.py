@@ -69,8 +69,8 @@ def test_unknown_field_and_bad_value_on_the_command_line(capsys):
     assert "\n" not in err and "unrecognized arguments: --colour red" in err
     assert err.startswith("swapout train: error:") and err.endswith("(see 'swapout train --help')")  # its command's
     with pytest.raises(SystemExit):
-        main(["--colour", "red", "train"])  # before the command: the program's own
-    assert capsys.readouterr().err.startswith("swapout: error: unrecognized arguments: --colour red")
+        main(["--colour", "train"])  # before the command: the program's own
+    assert capsys.readouterr().err.startswith("swapout: error: unrecognized arguments: --colour ")
     with pytest.raises(SystemExit):
         main(["train", "--epochs", "many"])
     assert "invalid int value" in capsys.readouterr().err
