@@ -282,6 +282,10 @@ class StochasticDepth(Swapout):
         per_sample: one draw per sample instead of one per mini-batch (Huang et al. draw one per
             mini-batch; per sample is a finer-grained variant).
         generator: optional random source for the masks; the default generator of the device if None.
+
+    Raises:
+        ValueError: if ``theta`` is not in [0, 1], ``per_sample`` is not a bool, or ``generator`` is neither
+            None nor a ``torch.Generator``.
     """
 
     def __init__(self, theta: float, per_sample: bool = False, generator: Optional[torch.Generator] = None):
