@@ -2,6 +2,7 @@
 status 2 for a wrong request, never a traceback; help texts that agree with what the commands accept."""
 
 import argparse
+import importlib
 import inspect
 import json
 import re
@@ -281,3 +282,72 @@ def test_a_config_given_as_json_trains_as_given_and_a_bad_one_is_refused(tmp_pat
     # a sweep file's numbers and the command line's text make one config: 0.5 is "0.5", 0 is 0.0
     assert TrainConfig.from_dict({"theta1": 0.5, "weight_decay": 0}) == \
         TrainConfig.from_dict({"theta1": "0.5", "weight_decay": 0.0})
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"config.json": "[1, 2]"}, r"no readable config\.json: .*config\.json: not a run's config: expected a JSON"),
+    ({"results.json": "[1]"}, r"results\.json: not a run's results: expected a JSON object, got list"),
+    ({"results.json": ""}, r"results\.json: not a run's results: not JSON"),
+    ({"results.json": "{}"}, r"results\.json: not a run's results \(its splits and epochs_completed are missing\)"),
+    ({"results.json": json.dumps({"epochs_completed": 1, "splits": {"test": {"images": 1}}})},
+     r"results\.json, split 'test': not a split's figures"),
+    ({"results.json": json.dumps({"epochs_completed": "x", "splits": {}})}, r"its splits and epochs_completed"),
+    ({"eval-test.json": "[1]"}, r"eval-test\.json: not an evaluation's figures: expected a JSON object"),
+    ({"eval-test.json": "{}"}, r"eval-test\.json: not a split's figures"),
+])
+def test_report_names_the_damaged_file_of_a_run(tmp_path, capsys, damage, message):
+    run = Path(_fake_run(tmp_path / "run", 0, 10.0))
+    for name, text in damage.items():
+        (run / name).write_text(text)
+    _refused(["report", str(run)], capsys, message)
+
+
+def test_report_by_seed_names_a_config_without_its_seed(tmp_path, capsys):
+    run = Path(_fake_run(tmp_path / "run", 0, 10.0))
+    (run / "config.json").write_text(json.dumps({"config": {"epochs": 1}}))
+    _refused(["report", "--by-seed", str(run)], capsys, r"config\.json: not a run's config \(its seed and epochs")
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("sqlite://", "an in-memory SQLite database lives in this process alone"),
+    ("sqlite:///{tmp}/missing/study.db", r"the folder .*missing of the database does not exist"),
+    ("sqlite:///{tmp}/a-file/study.db", r"the folder .*a-file of the database is a file")])
+def test_a_sqlite_storage_must_be_a_file_in_a_folder(tmp_path, capsys, storage, message):
+    (tmp_path / "a-file").write_text("")
+    _refused(["sweep", "--presets", SWAPOUT, "--out", str(tmp_path / "s"), "--storage",
+              storage.format(tmp=tmp_path)], capsys, message)
+    assert not (tmp_path / "s").exists()
+
+
+def test_config_values_out_of_range_and_unknown_sweep_keys_are_refused_before_anything_is_written(tmp_path, capsys):
+    for args, message in ((["--lr", "inf"], "lr must be a finite number >= 0, got inf"),
+                          (["--momentum", "1.5"], r"momentum must be a number in \[0, 1\), got 1.5"),
+                          (["--seed", str(2 ** 64)], r"seed must be below 2\*\*32")):
+        _refused(["train", "--preset", SWAPOUT, "--out", str(tmp_path / "run"), *args], capsys, message)
+    _refused(["train", "--config-json", str(tmp_path / "none.json"), "--out", str(tmp_path / "run")], capsys,
+             "neither a JSON object nor an existing file")
+    _refused(["sweep", "--presets", SWAPOUT, "--seeds", str(2 ** 64), "--out", str(tmp_path / "s")], capsys,
+             r"run 1 \(short/cpu-20-w1-swapout\): seed must be below 2\*\*32")
+    (tmp_path / "s.json").write_text(json.dumps({"runs": [{"preset": SWAPOUT}], "overrides": {"epochs": 1}}))
+    _refused(["sweep", "--file", str(tmp_path / "s.json"), "--out", str(tmp_path / "s")], capsys,
+             r"unknown: 'overrides' \(config fields for every run go in each run's \"overrides\"")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
+
+
+def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
+    def allocate(args):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 92160000000000 bytes")
+
+    cli = importlib.import_module("swapout.cli.main")  # the module: swapout.cli.main is also its main function
+    monkeypatch.setattr(cli, "_presets", allocate)
+    _refused(["presets"], capsys, r"swapout presets: error: out of memory \(DefaultCPUAllocator: .*\); choose a")
+    monkeypatch.setattr(cli, "_presets", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other error is not dressed up as bad input
+        main(["presets"])
+
+
+@pytest.mark.parametrize("record", [{"runs": "x"}, {"runs": [1, 2]}, {"runs": []}, {"runs": [{"path": "a"}]}, [1]])
+def test_a_damaged_pack_record_is_named(tmp_path, capsys, record):
+    (tmp_path / "pack").mkdir()
+    (tmp_path / "pack" / "pack.json").write_text(json.dumps(record))
+    _refused(["train", "--pack-dir", str(tmp_path / "pack")], capsys, r"not a pack directory \(no readable pack\.json")

@@ -7,7 +7,7 @@ import pytest
 
 from swapout.cli.main import main
 from swapout.runs.config import TrainConfig
-from swapout.runs.rundir import RunDir, read_checkpoint
+from swapout.runs.rundir import CheckpointError, RunDir, read_checkpoint, write_checkpoint
 from swapout.training.train import train
 
 needs_data = pytest.mark.needs_data  # skipped without CIFAR-10: see the conftest.py at the top
@@ -88,6 +88,9 @@ def test_missing_or_corrupt_data(tmp_path, capsys):
     code, err = _run_main(["train", "--data-dir", str(empty), "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "cifar10-train" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+    (tmp_path / "dirs" / "cifar-10-batches-py" / "data_batch_1").mkdir(parents=True)  # a folder where a file goes
+    code, err = _run_main(["train", "--data-dir", str(tmp_path / "dirs"), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "data_batch_1: cannot be read as a file (Is a directory)" in err and "\n" not in err
 
 
 @needs_data
@@ -109,6 +112,21 @@ def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before
     code, err = _run_main(["train", *TINY, "--out", str(run)], capsys)
     assert code == 2 and "already holds a run" in err
+    # a damaged metrics.jsonl is named before any step is trained
+    metrics = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(metrics + "garbage\n")
+    code, err = _run_main(["train", "--resume", str(run), "--max-steps", "6"], capsys)
+    assert code == 2 and "metrics.jsonl, line 2: not JSON" in err and "\n" not in err
+    assert read_checkpoint(run / "checkpoint.pt")["state"]["global_step"] == 3
+    (run / "metrics.jsonl").write_text(metrics)
+    # a finished run's final weights alone cannot be trained on; what holds no weights is no checkpoint
+    state = read_checkpoint(run / "checkpoint.pt")
+    write_checkpoint({k: state[k] for k in ("model", "config")}, run / "checkpoint.pt")
+    code, err = _run_main(["train", "--resume", str(run), "--max-steps", "6"], capsys)
+    assert code == 2 and "holds final weights only" in err and "\n" not in err
+    write_checkpoint({"config": state["config"]}, run / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a swapout checkpoint"):
+        read_checkpoint(run / "other.pt")
 
 
 @needs_data

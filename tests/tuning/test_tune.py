@@ -207,6 +207,11 @@ def test_an_existing_study_of_another_preset_or_space_is_refused(tmp_path, capsy
     assert "is a campaign (swapout sweep --storage), not a search (swapout tune)" in err and not other.exists()
     err = _one_line_and_nothing_started(capsys, ["tune", "--preset", PRESET, "--out", str(out), *TINY], out)
     assert "holds the runs of study 's'" in err  # another study in the same folder
+    mark = out / "study.json"
+    for text in ("[1]", "{}"):  # a damaged record of the folder's study
+        mark.write_text(text)
+        err = _one_line_and_nothing_started(capsys, ["tune", "--preset", PRESET, "--out", str(out), *TINY], out)
+        assert "study.json: not a study's record" in err
     assert len(study.trials) == 0
 
 

@@ -49,6 +49,8 @@ def _json_config(text: str) -> Dict[str, Any]:
     try:
         values = json.loads(text)
     except ValueError as err:
+        if not text.lstrip().startswith(("{", "[")):
+            raise UsageError(f"--config-json {text}: neither a JSON object nor an existing file") from None
         raise UsageError(f"--config-json: not JSON ({err})") from None
     if isinstance(values, dict) and isinstance(values.get("config"), dict):
         values = values["config"]  # a run directory's config.json: the config beside what it resolved to

@@ -206,6 +206,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"swapout {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if not isinstance(err, MemoryError) and "allocate" not in text and "out of memory" not in text:
+            raise
+        print(f"swapout {args.command}: error: out of memory ({text[:200]}); choose a smaller network or batch, "
+              f"or a device with more memory", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -69,7 +69,12 @@ def claim_folder(study_dir: Path, name: str, url: str, write: bool = False) -> N
     mark = study_dir / "study.json"
     here = {"study": name, "storage": shown(url)}
     if mark.exists():
-        saved = json.loads(mark.read_text())
+        from ..runs.rundir import read_json
+
+        saved = read_json(mark, "a study's record")
+        if set(saved) != {"study", "storage"}:
+            raise UsageError(f"{mark}: not a study's record ({{\"study\", \"storage\"}}); remove it if this folder "
+                             f"holds no study's runs")
         if saved != here:
             raise UsageError(f"--out {study_dir} holds the runs of study {saved['study']!r} in {saved['storage']}; "
                              f"give that study's --study and --storage to join it, or choose another --out")

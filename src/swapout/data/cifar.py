@@ -65,7 +65,10 @@ def _digest(path: Path, algorithm: str) -> str:
 def check_digest(path: Path, expected: str, algorithm: str,
                  remedy: str = "delete it and download the official archive again") -> None:
     """DataError naming ``path`` unless its digest is ``expected``; ``remedy`` says what to do."""
-    actual = _digest(path, algorithm)
+    try:
+        actual = _digest(path, algorithm)
+    except OSError as err:  # a folder where the file should be, or one that cannot be read
+        raise DataError(f"{path}: cannot be read as a file ({err.strerror or err}); {remedy}") from None
     if actual != expected:
         raise DataError(f"{path}: {algorithm.upper()} is {actual}, expected {expected}; the file is truncated, "
                         f"corrupt or not the one expected; {remedy}")

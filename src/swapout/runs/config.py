@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence
@@ -166,14 +167,17 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; available: {', '.join(list_models())}")
         for name in ("epochs", "batch_size", "width", "depth"):
             check_positive_int(getattr(self, name), name)
-        for name in ("lr", "weight_decay", "momentum"):
+        for name, top in (("lr", math.inf), ("weight_decay", math.inf), ("momentum", 1.0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+                raise ValueError(f"{name} must be a " + ("finite number >= 0" if top == math.inf else
+                                                         f"number in [0, {top:g})") + f", got {value!r}")
         for name in ("val_split", "eval_samples", "checkpoint_every", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.seed >= 2 ** 32:  # the random generators seeded from it take 32 or 64 bits; this leaves room
+            raise ValueError(f"seed must be below 2**32, got {self.seed}")
         for name in ("eval_limit", "max_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)

@@ -128,7 +128,11 @@ def _model(state: Dict[str, Any], cfg: TrainConfig, device: Optional[str], shift
     dev = resolve_device(device or cfg.device)
     # the layout training used; nn.Module.to passes memory_format on, though its overloads omit it
     model = build_model(cfg).to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # weights of another network than the config describes
+        raise ValueError(f"the checkpoint's weights do not fit the network its config describes "
+                         f"({str(err).splitlines()[0][:200]})") from None
     if shift and samples is not None and not has_random_masks(model):
         raise ValueError(f"--samples {samples} with --shift: this model has no random masks, so it has no stochastic "
                          f"figures (its stochastic inference equals deterministic); leave out --samples")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from ..progress import plural
 from .config import PAPER_EPOCHS, list_presets
-from .rundir import RunDir
+from .rundir import RunDir, read_json
 
 __all__ = ["report_table", "seed_table"]
 
@@ -47,17 +47,13 @@ def report_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run_dir in run_dirs:
         run = RunDir(run_dir)
-        cfg = run.read_config()
-        results = run.read_results()
-        if results is None:
-            raise ValueError(f"{run.path} has no results.json yet: the run is unfinished (resume it with "
-                             f"swapout train --resume {run.path})")
+        cfg, results = _finished(run)
         paper = presets.get(cfg.get("preset") or "", {}).get("paper", {})
         paper_text = _paper_text(paper)
         epochs = results.get("epochs_completed", cfg["epochs"])
         splits = dict(results["splits"])
         for extra in sorted(run.path.glob("eval-*.json")):
-            splits[f"{extra.stem[5:]} (swapout eval)"] = json.loads(extra.read_text())
+            splits[f"{extra.stem[5:]} (swapout eval)"] = _figures(read_json(extra, "an evaluation's figures"), extra)
         for split, fig in splits.items():
             marks = []
             if epochs < PAPER_EPOCHS:
@@ -70,6 +66,36 @@ def report_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
             rows.append(f"| {_run_name(run_dir)} | {cfg.get('preset') or '-'} | {epochs:g} | {split} | "
                         f"{_fmt(fig['deterministic_error'])} | {sto} | {paper_text} | {'; '.join(marks) or '-'} |")
     return "\n".join(rows)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _figures(fig: Dict[str, Any], where: Any) -> Dict[str, Any]:
+    """One split's figures, checked: the errors are numbers (the stochastic one may be absent)."""
+    if not _number(fig.get("deterministic_error")) or \
+            not (fig.get("stochastic_error") is None or _number(fig["stochastic_error"])) or \
+            not (fig.get("samples") is None or isinstance(fig["samples"], int)) or \
+            not isinstance(fig.get("note", ""), str):
+        raise ValueError(f"{where}: not a split's figures (a number deterministic_error, and stochastic_error and "
+                         f"samples numbers if given)")
+    return fig
+
+
+def _finished(run: RunDir) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """A finished run's config and results, checked as far as the tables read them; ValueError naming the file."""
+    cfg, results = run.read_config(), run.read_results()
+    if results is None:
+        raise ValueError(f"{run.path} has no results.json yet: the run is unfinished (resume it with "
+                         f"swapout train --resume {run.path})")
+    if not isinstance(results.get("splits"), dict) or not _number(results.get("epochs_completed", cfg.get("epochs"))):
+        raise ValueError(f"{run.results_path}: not a run's results (its splits and epochs_completed are missing)")
+    if not isinstance(cfg.get("seed"), int) or not _number(cfg.get("epochs")):
+        raise ValueError(f"{run.config_path}: not a run's config (its seed and epochs are missing)")
+    for split, fig in results["splits"].items():
+        _figures(fig, f"{run.results_path}, split {split!r}")
+    return cfg, results
 
 
 # Fields that tell the seeds of one experiment apart, or where they ran: not part of what is compared.
@@ -100,10 +126,7 @@ def seed_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
     groups: Dict[str, List[Any]] = {}
     dirs: Dict[str, List[Any]] = {}
     for run_dir in run_dirs:
-        run = RunDir(run_dir)
-        cfg, results = run.read_config(), run.read_results()
-        if results is None:
-            raise ValueError(f"{run.path} has no results.json yet: the run is unfinished")
+        cfg, results = _finished(RunDir(run_dir))
         key = json.dumps({k: v for k, v in cfg.items() if k not in _SEED_FIELDS}, sort_keys=True)
         twin = next((d for d, (c, _) in zip(dirs.get(key, []), groups.get(key, [])) if c["seed"] == cfg["seed"]), None)
         if twin is not None:  # its spread would be a machine's, or a copy's, not the seeds'
@@ -126,7 +149,8 @@ def seed_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
         for split in split_names:
             figs = [r["splits"][split] for _, r in members]
             det = [f["deterministic_error"] for f in figs]
-            sto = [f["stochastic_error"] for f in figs] if all("stochastic_error" in f for f in figs) else None
+            sto = [f["stochastic_error"] for f in figs] if all(f.get("stochastic_error") is not None for f in figs) \
+                else None
             sto_text = "-" if sto is None else _spread(sto)
             passes = {f.get("samples") for f in figs}
             if sto is not None and len(passes) == 1 and None not in passes:

@@ -27,8 +27,8 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 
 import torch
 
-__all__ = ["RunDir", "CheckpointError", "save_json", "read_checkpoint", "write_checkpoint", "write_pack", "read_pack",
-           "guarded"]
+__all__ = ["RunDir", "CheckpointError", "save_json", "read_json", "read_checkpoint", "write_checkpoint", "write_pack",
+           "read_pack", "guarded"]
 
 _MAGIC = b"SWAPOUT-CKPT-1\n"
 
@@ -110,12 +110,34 @@ def read_checkpoint(path: Union[str, os.PathLike[str]]) -> Dict[str, Any]:
                               f"written with them)")
     try:
         # weights_only: tensors, containers and numbers only, so a checkpoint from elsewhere cannot run code
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused to load: it holds more than tensors, numbers and containers "
                               f"({str(err).splitlines()[0][:200]})") from None
     except Exception as err:
         raise CheckpointError(f"{path}: cannot be loaded ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "config" not in state:
+        raise CheckpointError(f"{path}: not a swapout checkpoint (it holds no model weights and config)")
+    return state
+
+
+def read_json(path: Union[str, os.PathLike[str]], what: str = "a swapout file") -> Dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming the file and what is wrong with it.
+
+    Args:
+        path: the file.
+        what: what the file should be, for the message (``"a run's results"``).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(f"{path}: not {what}: not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not {what}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 class RunDir:
@@ -145,9 +167,13 @@ class RunDir:
         return self.config_path.exists()
 
     def read_config(self) -> Dict[str, Any]:
+        """The run's config as recorded (a dict of `swapout.TrainConfig` fields); ValueError if unreadable."""
         try:
-            return json.loads(self.config_path.read_text())["config"]
-        except (OSError, ValueError, KeyError) as err:
+            config = read_json(self.config_path, "a run's config")["config"]
+            if not isinstance(config, dict):
+                raise ValueError(f"{self.config_path}: its \"config\" is not an object")
+            return config
+        except (ValueError, KeyError) as err:
             raise ValueError(f"{self.path} is not a swapout run directory (no readable config.json: {err})") from None
 
     def save_checkpoint(self, state: Dict[str, Any]) -> None:
@@ -200,9 +226,27 @@ class RunDir:
         return state
 
     def read_metrics(self) -> List[Dict[str, Any]]:
+        """The rows of metrics.jsonl, one per epoch; ValueError naming the file and line of one that is damaged."""
         if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = []
+        try:
+            lines = self.metrics_path.read_text().splitlines()
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{self.metrics_path}: cannot be read ({err})") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{self.metrics_path}, line {number}: not JSON ({err}); each line holds one "
+                                 f"epoch's figures: remove the damaged line to go on") from None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError(f"{self.metrics_path}, line {number}: not an epoch's figures (an object with its "
+                                 f"\"epoch\"); remove the damaged line to go on")
+            rows.append(row)
+        return rows
 
     def write_metrics(self, rows: List[Dict[str, Any]]) -> None:
         tmp = self.metrics_path.with_name(self.metrics_path.name + ".tmp")
@@ -211,7 +255,14 @@ class RunDir:
             os.replace(tmp, self.metrics_path)
 
     def read_results(self) -> Optional[Dict[str, Any]]:
-        return json.loads(self.results_path.read_text()) if self.results_path.exists() else None
+        """The run's results.json, or None before the run has finished; ValueError if it is damaged."""
+        if not self.results_path.exists():
+            return None
+        results = read_json(self.results_path, "a run's results")
+        if not isinstance(results.get("splits", {}), dict) or \
+                not all(isinstance(v, dict) for v in results.get("splits", {}).values()):
+            raise ValueError(f"{self.results_path}: not a run's results: its \"splits\" are not objects")
+        return results
 
 
 def write_pack(pack_dir, cfgs: Sequence[Any], run_dirs: Sequence[Any]) -> None:
@@ -224,6 +275,10 @@ def write_pack(pack_dir, cfgs: Sequence[Any], run_dirs: Sequence[Any]) -> None:
 def read_pack(pack_dir) -> List[Dict[str, Any]]:
     """The runs recorded by `write_pack`: ``[{"path", "config"}]``; ValueError if there is no pack."""
     try:
-        return json.loads((Path(pack_dir) / "pack.json").read_text())["runs"]
-    except (OSError, ValueError, KeyError) as err:
+        runs = read_json(Path(pack_dir) / "pack.json", "a pack's record")["runs"]
+        if not isinstance(runs, list) or not runs or \
+                not all(isinstance(r, dict) and {"path", "config"} <= set(r) for r in runs):
+            raise ValueError('"runs" is not a list of {"path", "config"} objects')
+        return runs
+    except (ValueError, KeyError) as err:
         raise ValueError(f"{pack_dir} is not a pack directory (no readable pack.json: {err})") from None

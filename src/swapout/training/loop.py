@@ -103,6 +103,11 @@ class Training(TrainingRecords):
     def _resume(self) -> None:
         ckpt_run = self._checkpoint_runs()[0]
         ckpt = ckpt_run.load_checkpoint()
+        if not {"optimizer", "rng", "state"} <= set(ckpt):
+            raise ValueError(f"{ckpt_run.path}: its checkpoint holds final weights only, without the optimiser's state "
+                             f"and random streams: it can be evaluated (swapout eval), not trained on")
+        for m in self.members:
+            m.run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
         if len(ckpt["rng"]) != self.proc.world:
             raise ValueError(f"{ckpt_run.path} was checkpointed by {plural(len(ckpt['rng']), 'process')}; "
                              f"resume it with as many")

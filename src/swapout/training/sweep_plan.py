@@ -125,7 +125,7 @@ def make_definition(entries: Optional[Sequence[Any]], overrides: Optional[Dict[s
                 raise ValueError(f"{where}: {key} cannot be overridden with null (only {', '.join(_MAY_BE_NONE)} can)")
         try:
             with torch.device("meta"):  # the model's own checks (depth, schedules) without allocating it
-                build_model(TrainConfig.from_dict(merge_preset(load_preset(preset), fields)))
+                build_model(TrainConfig.from_dict({**merge_preset(load_preset(preset), fields), "seed": max(seeds)}))
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
         name = entry.get("name", preset.replace("/", "-"))
@@ -158,8 +158,11 @@ def read_sweep_file(path: Union[str, os.PathLike[str]], overrides: Optional[Dict
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f'not JSON ({err}); a sweep file holds {{"runs": [...]}}') from None
-        if not isinstance(data, dict):
-            raise ValueError('a sweep file holds {"runs": [...]} (and optionally "pack": G)')
+        if not isinstance(data, dict) or set(data) - {"runs", "pack"}:
+            unknown = f"; unknown: {', '.join(map(repr, sorted(set(data) - {'runs', 'pack'})))}" \
+                if isinstance(data, dict) else ""
+            raise ValueError('a sweep file holds {"runs": [...]} (and optionally "pack": G)' + unknown +
+                             ' (config fields for every run go in each run\'s "overrides", or on the command line)')
         return make_definition(data.get("runs"), overrides, data.get("pack"))
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None

@@ -96,12 +96,27 @@ def storage_url(storage: Optional[str], study_dir: Path) -> str:
     if parsed.get_backend_name() not in BACKENDS:
         raise ValueError(f"--storage {shown(storage)}: unknown database {parsed.get_backend_name()!r}; expected "
                          f"{_EXPECTED}")
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_file(storage, parsed.database, study_dir)
     if parsed.drivername == "postgresql":
         import importlib.util
 
         if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
             storage = "postgresql+psycopg://" + storage[len("postgresql://"):]
     return storage
+
+
+def _check_sqlite_file(storage: str, database: Optional[str], study_dir: Path) -> None:
+    """A SQLite study is a file the workers share: an in-memory one would be each process's own, and a file
+    in a folder that does not exist cannot be created (the study's own folder, which is made, excepted)."""
+    if not database or database == ":memory:":
+        raise ValueError(f"--storage {storage}: an in-memory SQLite database lives in this process alone, where "
+                         f"no other worker can share it; "
+                         f"give a file, sqlite:///path/to/study.db")
+    folder = Path(database).parent
+    if not folder.is_dir() and not (folder.resolve() == Path(study_dir).resolve() and not folder.exists()):
+        raise ValueError(f"--storage {storage}: the folder {folder} of the database " +
+                         ("is a file" if folder.exists() else "does not exist") + "; create it, or choose another")
 
 
 def shown(url: str) -> str:
