@@ -351,3 +351,16 @@ def test_a_damaged_pack_record_is_named(tmp_path, capsys, record):
     (tmp_path / "pack").mkdir()
     (tmp_path / "pack" / "pack.json").write_text(json.dumps(record))
     _refused(["train", "--pack-dir", str(tmp_path / "pack")], capsys, r"not a pack directory \(no readable pack\.json")
+
+
+@pytest.mark.parametrize("option", [["--workers", "3"], ["--study", "s"], ["--grace", "100"]])
+def test_options_of_a_shared_sweep_are_refused_without_its_storage(tmp_path, capsys, option):
+    _refused(["sweep", "--presets", SWAPOUT, "--out", str(tmp_path / "s"), *option], capsys,
+             f"{option[0]}: options of a sweep that workers share through --storage")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_resumed_run_goes_on_in_its_own_directory(tmp_path, capsys):
+    _refused(["train", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "elsewhere")], capsys,
+             r"--resume .*run goes on in that run's own directory: leave out --out")
+    assert not (tmp_path / "elsewhere").exists()

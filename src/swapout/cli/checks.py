@@ -107,6 +107,12 @@ def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str
 
     given = overrides(args)
     device, data_dir = given.pop("device", "auto"), given.pop("data_dir", None)
+    if not getattr(args, "storage", None):
+        unused = [f"--{name}" for name, default in (("study", None), ("workers", None), ("heartbeat", 10),
+                                                     ("grace", 60)) if getattr(args, name, default) != default]
+        if unused:
+            raise UsageError(f"{', '.join(unused)}: options of a sweep that workers share through --storage; without "
+                             f"it, a sweep runs --per-gpu runs at a time on this machine: leave them out")
     if getattr(args, "storage", None) and args.keep_finished != "checkpoints":
         raise UsageError("--keep-finished weights: the workers of a study (--storage) keep every checkpoint, so that "
                          "a retried trial can resume; leave it out, or run the sweep without --storage")

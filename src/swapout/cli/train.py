@@ -31,6 +31,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.pack_dir:
         return _train_pack(args, overrides)
     if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise UsageError(f"--resume {args.resume} goes on in that run's own directory: leave out --out (or copy "
+                             f"the run directory there first and resume the copy)")
         run = RunDir(args.resume)
         saved = run.read_config()
         given = {**overrides, **({"preset": args.preset} if args.preset else {})}
