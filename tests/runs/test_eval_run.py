@@ -128,6 +128,19 @@ def test_a_run_that_kept_its_final_weights_alone_evaluates_as_before(tmp_path, c
 
 
 @needs_data
+def test_a_run_whose_data_folder_is_gone_reads_the_default_one(tmp_path, capsys):
+    # trained elsewhere: the recorded folder does not exist here; the default one (where needs_data found it) has it
+    cfg = TrainConfig(depth=8, val_split=49000, device="cpu", seed=3, data_dir=str(tmp_path / "gone"))
+    run = RunDir(tmp_path / "run")
+    run.create()
+    run.save_checkpoint({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "state": {}})
+    assert main(["eval", str(run.path), "--samples", "1", "--repeats", "0", "--limit", "20", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"the run's data folder {tmp_path / 'gone'} does not exist here; reading the data from the default" in err
+    assert not (tmp_path / "gone").exists()
+
+
+@needs_data
 def test_progress_counts_images_and_one_pass_is_singular_and_errors_have_4_decimals(tmp_path, capsys, monkeypatch):
     run = _run(tmp_path)
     _Bars.made = []

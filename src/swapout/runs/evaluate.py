@@ -173,6 +173,12 @@ def evaluate_run(target: str, split: str = "test", samples: int = 30, repeats: i
     if fallback:
         warn(fallback)
     cfg = TrainConfig.from_dict(state["config"])
+    if not data_dir and cfg.data_dir and not Path(cfg.data_dir).is_dir():
+        # the folder the run trained from is gone (another machine, a moved checkout): look where data is looked for
+        # when none is named ($SWAPOUT_DATA first), rather than download into a folder that no longer exists
+        warn(f"the run's data folder {cfg.data_dir} does not exist here; reading the data from the default folder "
+             f"(--data-dir names another)")
+        cfg.data_dir = None
     cfg.data_dir, cfg.eval_limit = data_dir or cfg.data_dir, limit or cfg.eval_limit
     model, dev = _model(state, cfg, device, shift, samples if samples_given else None)
     train_split, splits = _data(cfg, split, recalibrate_bn)
