@@ -86,6 +86,9 @@ def tune_checks(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any
     machine: Dict[str, Any] = {k: given.pop(k) for k in ("device", "data_dir") if k in given}
     machine_checks(machine.get("device"), machine.get("data_dir"))
     values = merge_preset(load_preset(args.preset), given)
+    if given.get("val_split") == 0:
+        raise UsageError("--val-split 0: a search compares its trials on images held out of training, never on the "
+                         "test split; give at least 1 (the default: 5000)")
     if not values.get("val_split"):
         values["val_split"] = 5000
         _say("swapout tune: the preset holds no images out of training; the search holds out the last 5,000 "
