@@ -364,3 +364,11 @@ def test_a_resumed_run_goes_on_in_its_own_directory(tmp_path, capsys):
     _refused(["train", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "elsewhere")], capsys,
              r"--resume .*run goes on in that run's own directory: leave out --out")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_sweep_checks_its_data_folder_before_any_run_starts(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    for folder, what in (("a-file", "a file, not a folder"), ("missing", "no such folder")):
+        _refused(["sweep", "--presets", SWAPOUT, "--out", str(tmp_path / "s"), "--data-dir", str(tmp_path / folder)],
+                 capsys, f"--data-dir {tmp_path / folder}: {what}")
+    assert not (tmp_path / "s").exists()

@@ -99,6 +99,8 @@ def test_unwritable_output_directory(tmp_path, capsys):
     blocker.write_text("")
     code, err = _run_main(["train", *TINY, "--out", str(blocker / "run")], capsys)
     assert code == 2 and "cannot write the run directory" in err
+    code, err = _run_main(["train", *TINY, "--out", str(blocker)], capsys)
+    assert code == 2 and f"cannot write the run directory {blocker}: it is a file" in err
 
 
 @needs_data

@@ -104,9 +104,11 @@ def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str
     """The sweep's definition (None: continue the recorded one), device and data folder, all checked."""
     from ..training.sweep import slots
     from ..training.sweep_plan import definition_from
+    from .study import machine_checks
 
     given = overrides(args)
     device, data_dir = given.pop("device", "auto"), given.pop("data_dir", None)
+    machine_checks(None, data_dir)  # before any run is started with it, and fails
     if not getattr(args, "storage", None):
         unused = [f"--{name}" for name, default in (("study", None), ("workers", None), ("heartbeat", 10),
                                                      ("grace", 60)) if getattr(args, name, default) != default]

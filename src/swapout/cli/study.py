@@ -25,8 +25,9 @@ def machine_checks(device: Optional[str], data_dir: Optional[str]) -> None:
         except ValueError as err:
             raise UsageError(f"--device: {err}") from None
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir}: no such folder; give the folder that holds the dataset, or leave "
-                         f"it out for the default")
+        what = "a file, not a folder" if Path(data_dir).exists() else "no such folder"
+        raise UsageError(f"--data-dir {data_dir}: {what}; give the folder that holds the dataset, or leave it out "
+                         f"for the default")
 
 
 def writable(folder: Path, option: str) -> None:

@@ -161,7 +161,8 @@ class RunDir:
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise ValueError(f"cannot write the run directory {self.path}: {err.strerror}") from None
+            why = "it is a file" if self.path.is_file() else err.strerror
+            raise ValueError(f"cannot write the run directory {self.path}: {why}") from None
 
     def exists(self) -> bool:
         return self.config_path.exists()
