@@ -127,3 +127,11 @@ def test_corrupt_compact_copy_is_refused(tmp_path):
         load_split("cifar10", "test", tmp_path)
     # the remedy fits the compact copy: there is nothing to download again
     assert "copy the compact folder again" in str(caught.value) and "download" not in str(caught.value)
+
+
+def test_a_missing_part_of_a_compact_copy_is_named(tmp_path):
+    for name in ("cifar10-train.0.webp", "cifar10-train.npz"):  # the second half of the training grid is missing
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"cifar10-train\.1\.webp: missing; the compact copy of cifar10-train needs "
+                                        r"cifar10-train\.0\.webp, cifar10-train\.1\.webp, cifar10-train\.npz"):
+        load_split("cifar10", "train", tmp_path, download=False)

@@ -37,11 +37,15 @@ COMPACT_SHA256 = {
 def read_compact(dataset: str, split: str, data_dir: Path, verify: bool) -> Split:
     """One split from the compact copy in ``data_dir``, each file checked against its SHA-256 if ``verify``."""
     prefix = f"{dataset}-{split}"
-    webps = sorted(data_dir.glob(f"{prefix}.[0-9].webp")) or [data_dir / f"{prefix}.webp"]
+    # the parts the copy is made of, so that a missing one is named; a split of another layout, by what is there
+    known = sorted(n for n in COMPACT_SHA256 if n.startswith(f"{prefix}.") and n.endswith(".webp"))
+    webps = [data_dir / n for n in known] or sorted(data_dir.glob(f"{prefix}.[0-9].webp")) or \
+        [data_dir / f"{prefix}.webp"]
     files = webps + [data_dir / f"{prefix}.npz"]
     for path in files:
         if not path.exists():
             raise DataError(f"{path}: missing; the compact copy of {prefix} needs {', '.join(p.name for p in files)}")
+    for path in files:
         if verify and path.name in COMPACT_SHA256:
             check_digest(path, COMPACT_SHA256[path.name], "sha256",
                          "copy the compact folder again from where it came, or use the official archive")
