@@ -257,8 +257,7 @@ def test_every_documented_default_is_accepted_as_it_stands(tmp_path):
 
 
 def test_eval_options_are_checked_before_anything_is_loaded(tmp_path, capsys):
-    for args, message in ((["--seed", "-1"], "--seed must be >= 0"), (["--limit", "0"], "--limit must be >= 1"),
-                          (["--severities", "1"], "go with --shift")):
+    for args, message in ((["--limit", "0"], "--limit must be >= 1"), (["--severities", "1"], "go with --shift")):
         _refused(["eval", str(tmp_path / "none"), *args], capsys, message)
 
 
@@ -372,3 +371,12 @@ def test_a_sweep_checks_its_data_folder_before_any_run_starts(tmp_path, capsys):
         _refused(["sweep", "--presets", SWAPOUT, "--out", str(tmp_path / "s"), "--data-dir", str(tmp_path / folder)],
                  capsys, f"--data-dir {tmp_path / folder}: {what}")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args", [["eval", "run", "--seed", str(2 ** 32)], ["demo", "--seed", "-1"],
+                                  ["tune", "--preset", SWAPOUT, "--sampler-seed", "-1"]])
+def test_seeds_out_of_range_are_refused_by_their_option(capsys, args):
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    assert re.search(r"argument --(sampler-)?seed: expected an integer in \[0, 2\*\*32\)", capsys.readouterr().err)

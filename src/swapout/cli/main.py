@@ -11,7 +11,7 @@ import threading
 from typing import List, NoReturn, Optional, Union
 
 from .checks import eval_options, sweep_setup, warn
-from .options import config_options, list_of, positive_float, positive_int
+from .options import config_options, list_of, positive_float, positive_int, seed_int
 from .train import train_parser
 from .tune import run_campaign, storage_options, tune_parser
 
@@ -77,8 +77,8 @@ def _eval_parser(sub) -> None:
     ev.add_argument("--samples", type=int, default=None, help="stochastic passes; default: 30")
     ev.add_argument("--repeats", type=int, default=10, help="repetitions for the error-vs-passes curve (the paper "
                     "used 30; 0 skips the curve); default: 10")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the stochastic passes: the same seed gives the same "
-                    "stochastic figures on one machine; default: 0")
+    ev.add_argument("--seed", type=seed_int, default=0, help="seed of the stochastic passes: the same seed gives the "
+                    "same stochastic figures on one machine; default: 0")
     ev.add_argument("--limit", type=int, help="evaluate on the first N images of the split only")
     ev.add_argument("--uncertainty", action="store_true",
                     help="NLL, Brier score, calibration error (15 bins), temperature scaling, reliability diagram, "
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=3, help="training steps; default: 3")
     demo.add_argument("--batch", type=int, default=32, help="batch size; default: 32")
     demo.add_argument("--samples", type=int, default=30, help="stochastic inference samples; default: 30")
-    demo.add_argument("--seed", type=int, default=0, help="default: 0")
+    demo.add_argument("--seed", type=seed_int, default=0, help="default: 0")
     demo.set_defaults(func=_demo)
     for command in sub.choices.values():  # so that an unknown option is reported by its command's parser
         command.set_defaults(command_parser=command)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .checks import UsageError, overrides
-from .options import config_options, list_of, positive_int
+from .options import config_options, list_of, positive_int, seed_int
 from .study import claim_folder, machine_checks, open_locked, visible_gpus, writable
 
 __all__ = ["tune_parser", "storage_options", "tune_checks", "run_tune", "run_campaign"]
@@ -58,14 +58,16 @@ def tune_parser(sub) -> None:
     tu.add_argument("--objective", choices=OBJECTIVES, default="deterministic", help="the held-out error to "
                     "minimise: deterministic, or stochastic (--eval-samples passes); default: deterministic")
     tu.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default: tpe")
-    tu.add_argument("--sampler-seed", type=int, default=0, metavar="S", help="the sampler's seed; default: 0")
+    tu.add_argument("--sampler-seed", type=seed_int, default=0, metavar="S", help="the sampler's seed; default: 0")
     tu.add_argument("--pruner", choices=PRUNERS, default="median", help="default: median")
     tu.add_argument("--out", metavar="STUDY_DIR", help="the study's folder: its runs, summary and (without "
                     "--storage) its database (if not given: runs/<study>)")
     tu.add_argument("--gpus", type=list_of(int, "0,1"), help="one worker per listed GPU (if not given: one worker; "
                     "on the CPU, --workers N)")
     storage_options(tu, tune=True)
-    config_options(tu, {"preset": argparse.SUPPRESS})
+    config_options(tu, {"preset": argparse.SUPPRESS,
+                        "val_split": "hold out the last N training images, on which the trials are compared (at "
+                                     "least 1); if not given: the preset's, else 5000"})
     tu.set_defaults(func=run_tune)
 
 
