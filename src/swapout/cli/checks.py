@@ -100,15 +100,23 @@ def resume_note(run_dir, cfg, re_evaluate: bool = False) -> Optional[str]:
             f"--re-evaluate to evaluate it again)")
 
 
+def check_data_dir(data_dir: Optional[str]) -> None:
+    """UsageError unless ``data_dir`` (``--data-dir``) is None or an existing folder."""
+    from pathlib import Path
+
+    if data_dir is not None and not Path(data_dir).is_dir():
+        what = "a file, not a folder" if Path(data_dir).exists() else "no such folder"
+        raise UsageError(f"--data-dir {data_dir}: {what}; give the folder that holds the dataset, or leave it out "
+                         f"for the default")
+
+
 def sweep_setup(args: argparse.Namespace) -> Tuple[Optional[Dict[str, Any]], str, Optional[str]]:
     """The sweep's definition (None: continue the recorded one), device and data folder, all checked."""
     from ..training.sweep import slots
     from ..training.sweep_plan import definition_from
-    from .study import machine_checks
-
     given = overrides(args)
     device, data_dir = given.pop("device", "auto"), given.pop("data_dir", None)
-    machine_checks(None, data_dir)  # before any run is started with it, and fails
+    check_data_dir(data_dir)  # before any run is started with it, and fails
     if not getattr(args, "storage", None):
         unused = [f"--{name}" for name, default in (("study", None), ("workers", None), ("heartbeat", 10),
                                                      ("grace", 60)) if getattr(args, name, default) != default]

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .checks import UsageError
+from .checks import UsageError, check_data_dir
 
 __all__ = ["open_locked", "claim_folder", "machine_checks", "writable", "visible_gpus"]
 
@@ -24,10 +24,7 @@ def machine_checks(device: Optional[str], data_dir: Optional[str]) -> None:
             resolve_device(device)
         except ValueError as err:
             raise UsageError(f"--device: {err}") from None
-    if data_dir is not None and not Path(data_dir).is_dir():
-        what = "a file, not a folder" if Path(data_dir).exists() else "no such folder"
-        raise UsageError(f"--data-dir {data_dir}: {what}; give the folder that holds the dataset, or leave it out "
-                         f"for the default")
+    check_data_dir(data_dir)
 
 
 def writable(folder: Path, option: str) -> None:

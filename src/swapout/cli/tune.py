@@ -65,9 +65,8 @@ def tune_parser(sub) -> None:
     tu.add_argument("--gpus", type=list_of(int, "0,1"), help="one worker per listed GPU (if not given: one worker; "
                     "on the CPU, --workers N)")
     storage_options(tu, tune=True)
-    config_options(tu, {"preset": argparse.SUPPRESS,
-                        "val_split": "hold out the last N training images, on which the trials are compared (at "
-                                     "least 1); if not given: the preset's, else 5000"})
+    config_options(tu, {"preset": argparse.SUPPRESS, "val_split": "the last N training images, held out to compare "
+                        "the trials on (N >= 1; if not given: the preset's, else 5000)"})
     tu.set_defaults(func=run_tune)
 
 
@@ -89,8 +88,8 @@ def tune_checks(args: argparse.Namespace) -> Tuple[Dict[str, Any], Dict[str, Any
     machine_checks(machine.get("device"), machine.get("data_dir"))
     values = merge_preset(load_preset(args.preset), given)
     if given.get("val_split") == 0:
-        raise UsageError("--val-split 0: a search compares its trials on images held out of training, never on the "
-                         "test split; give at least 1 (the default: 5000)")
+        raise UsageError("--val-split 0: a search compares its trials on held-out training images, never on the test "
+                         "split; give at least 1 (the default: 5000)")
     if not values.get("val_split"):
         values["val_split"] = 5000
         _say("swapout tune: the preset holds no images out of training; the search holds out the last 5,000 "
@@ -114,9 +113,7 @@ def _search(args: argparse.Namespace):
     base, space, sampler, pruner, machine = tune_checks(args)
     name = check_study_name(args.study if args.study is not None else f"tune-{args.preset.replace('/', '-')}")
     study_dir = Path(args.out or f"runs/{name}")
-    if study_dir.exists() and not study_dir.is_dir():
-        raise UsageError(f"--out {study_dir} is a file: it must name the study's folder")
-    writable(study_dir, "--out")
+    writable(study_dir, "--out")  # also refuses a file
     url = storage_url(args.storage, study_dir)
     identity = {"kind": "tune", "preset": args.preset, "config": base, "space": space, "objective": args.objective,
                 "sampler": args.sampler, "sampler_seed": args.sampler_seed, "pruner": args.pruner,
