@@ -117,7 +117,7 @@ def _one_line_and_nothing_started(capsys, argv, out):
     (["--storage", "postgresql://nobody@127.0.0.1:9/none"], "cannot reach the database"),
     (["--storage", "not-a-url"], "must be a database URL"),
     (["--objective", "stochastic", "--eval-samples", "0"], "needs stochastic passes"),
-    (["--val-split", "0"], "--val-split 0: a search compares its trials on images held out of training"),
+    (["--val-split", "0"], "--val-split 0: a search compares its trials on held-out training images"),
     (["--storage", "sqlite://"], "an in-memory SQLite database lives in this process alone"),
 ])
 def test_bad_input_is_refused_in_one_line_before_anything_starts(tmp_path, capsys, extra, message):
