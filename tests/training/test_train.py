@@ -52,6 +52,7 @@ def _run_main(args, capsys):
     (["--method", "magic"], "method must be one of"),
     (["--dataset", "mnist"], "dataset must be one of"),
     (["--crop", "random"], "crop must be one of"),
+    (["--device", "cpu:7"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cpu:7'"),
 ])
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / "run"
