@@ -117,12 +117,13 @@ def _check_arguments(tensors: Sequence[Tensor], thetas: Sequence[float], sample:
 def _shape_of(tensors: Sequence[Tensor]) -> torch.Size:
     """The shape of the sum: the tensors' own, or the one they broadcast to, as ``x + fx`` would (a block whose
     output is per channel, (N, C, 1, 1), beside its input (N, C, H, W))."""
+    same = True  # one pass over the tensors: this runs at every join of every forward pass
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise ValueError(f"tensor {i} must be a torch.Tensor, got {type(t).__name__}")
-    shape = tensors[0].shape
-    if all(t.shape == shape for t in tensors):
-        return shape
+        same = same and t.shape == tensors[0].shape
+    if same:
+        return tensors[0].shape
     try:
         return torch.broadcast_shapes(*(t.shape for t in tensors))  # type: ignore[no-untyped-call]
     except RuntimeError:
