@@ -108,6 +108,25 @@ def test_settings_that_would_be_ignored_or_misread_are_refused_before_training(c
     assert not trained
 
 
+def test_milestones_at_or_past_the_last_epoch_are_warned_of_and_the_run_goes_on(capsys, trained):
+    assert main(["train", "--epochs", "4", "--milestones", "2,4,9", "--quiet"]) == 0
+    assert trained[-1][0].milestones == [2, 4, 9]
+    assert capsys.readouterr().err == ("swapout train: warning: milestones 4,9 are not before the last epoch (4): "
+                                       "the learning rate never drops there\n")
+    assert main(["train", "--epochs", "4", "--milestones", "1,3", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_eval_refuses_more_repeats_than_it_can_draw_before_loading_anything(tmp_path, capsys):
+    # the target does not exist: the bound is checked before it is looked for
+    code = main(["eval", str(tmp_path / "nothing"), "--repeats", "1001"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--repeats must be at most 1,000" in err and "got 1,001" in err and "nothing" not in err
+    args = dict(samples=30, limit=None, recalibrate_bn=0, delta=0.05, shift=False, corruptions=None, severities=None,
+                seed=0)
+    assert check_options(repeats=1000, **args) == (None, None)
+
+
 def test_a_sweep_on_the_cpu_refuses_sync_bn(tmp_path, capsys):
     _refused(["sweep", "--presets", SWAPOUT, "--sync-bn", "true", "--device", "cpu", "--out", str(tmp_path / "s")],
              capsys, "sync_bn true: BatchNorm statistics are synchronised between GPUs only, and this sweep's runs")

@@ -105,6 +105,16 @@ def test_unwritable_output_directory(tmp_path, capsys):
 
 
 @needs_data
+def test_a_batch_larger_than_the_training_images_leaves_no_folder(tmp_path, capsys):
+    # TINY trains on 1,000 images: a batch of 1,001 is refused when the loader sees the data, and the run's
+    # folder (and its parent) must not be left behind empty
+    out = tmp_path / "parent" / "run"
+    code, err = _run_main(["train", *TINY, "--batch-size", "1001", "--out", str(out)], capsys)
+    assert code == 2 and "number of training images (1000), got 1001" in err and "\n" not in err
+    assert not (tmp_path / "parent").exists()
+
+
+@needs_data
 def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--max-steps", "3", "--out", str(run)]) == 0

@@ -75,6 +75,10 @@ def train_config(args: argparse.Namespace):
     if cfg.sync_bn and resolve_device(cfg.device).type == "cpu":
         raise UsageError("--sync-bn true: BatchNorm statistics are synchronised between GPUs only, and this run "
                          "is on the CPU; leave out --sync-bn (or give --sync-bn false)")
+    late = [m for m in cfg.milestones or () if m >= cfg.epochs]
+    if late:  # the rate drops after epoch m (counted from 1), so a milestone at or past the last epoch never acts
+        warn("train", f"milestones {','.join(map(str, late))} are not before the last epoch ({cfg.epochs}): the "
+                      f"learning rate never drops there")
     return cfg
 
 

@@ -76,7 +76,7 @@ def _eval_parser(sub) -> None:
     ev.add_argument("--split", default="test", choices=["test", "val"], help="default: test")
     ev.add_argument("--samples", type=int, default=None, help="stochastic passes; default: 30")
     ev.add_argument("--repeats", type=int, default=10, help="repetitions for the error-vs-passes curve (the paper "
-                    "used 30; 0 skips the curve); default: 10")
+                    "used 30; 0 skips the curve; at most 1,000); default: 10")
     ev.add_argument("--seed", type=seed_int, default=0, help="seed of the stochastic passes: the same seed gives the "
                     "same stochastic figures on one machine; default: 0")
     ev.add_argument("--limit", type=int, help="evaluate on the first N images of the split only")

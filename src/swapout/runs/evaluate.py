@@ -23,6 +23,8 @@ __all__ = ["evaluate_run", "load_target", "check_options"]
 
 # Blocks of eval-<split>.json that only some calls compute: a call without their option keeps them.
 _OPTION_BLOCKS = ("adaptive", "bn_recalibrated")
+# the most repetitions of the error-vs-passes curve: 1,000 x 30 passes is far past any use
+MAX_REPEATS = 1000
 
 
 def _warn(text: str) -> None:
@@ -89,6 +91,9 @@ def check_options(samples: int, repeats: int, limit: Optional[int], recalibrate_
                              ("--limit", 1 if limit is None else limit, 1)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
+    if repeats > MAX_REPEATS:  # refused now rather than after the evaluation, when the curve would not fit
+        raise ValueError(f"--repeats must be at most {MAX_REPEATS:,} (each repetition is --samples more passes over "
+                         f"the split; the paper used 30), got {repeats:,}")
     if recalibrate_bn < 0 or recalibrate_bn == 1:  # BatchNorm needs two images for batch statistics
         raise ValueError(f"--recalibrate-bn must be 0 (none) or a number of training images >= 2, got {recalibrate_bn}")
     if not 0 < delta < 1:

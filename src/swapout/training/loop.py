@@ -59,9 +59,6 @@ class Training(TrainingRecords):
             if run.exists() or run.checkpoint_path.exists():
                 raise ValueError(f"{run.path} already holds a run; resume it with --resume {run.path}, or choose "
                                  f"another --out")
-        if proc.lead:
-            for run in self._checkpoint_runs():
-                run.create()
         if self.runs == 1:
             self.model = prepare_model(self.members[0].model.to(device))
         else:  # the runs' own networks stay beside the pack: their weights are unpacked into them to evaluate
@@ -90,6 +87,9 @@ class Training(TrainingRecords):
                 (train_split.images[:self.n_train], train_split.labels[:self.n_train])
             self.loaders.append(TrainLoader(images, labels, cfg.batch_size, MEAN[cfg.dataset], STD[cfg.dataset],
                                             device, m.cfg.seed, cfg.crop, rank=proc.rank, world_size=proc.world))
+        if proc.lead:  # once the loaders have accepted the batch size: a refused run leaves no folder behind
+            for run in self._checkpoint_runs():
+                run.create()
         self.splits = eval_splits(cfg, train_split, test_split)
         self._resume() if resume else self._start()
         self.step = TrainStep(net, self.optimizer, device, self.precision, self.compiled, self.state.sums,
