@@ -16,12 +16,15 @@ budget=${1:-150}
 out=${2:-results/cpu-replication/runs}
 log=$out/campaign.log
 mkdir -p "$out"
+# tee -a would keep writing to the file it opened even after the log is replaced under its name (a checkout),
+# and those lines would be lost: each line is appended by name instead
+log_lines() { while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; printf '%s\n' "$line" >> "$log"; done; }
 began=$(date +%s)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
 echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) start: budget ${budget} min, $(nproc) cores, ${cpu:-unknown CPU}, torch $(python -c 'import torch; print(torch.__version__)')" >> "$log"
 status=0
 nice -n 19 swapout sweep --file experiments/cpu_replication/sweep.json --out "$out" --device cpu --per-gpu 2 \
-    --keep-finished weights --order longest-first --budget-minutes "$budget" 2>&1 | tee -a "$log" || status=$?
+    --keep-finished weights --order longest-first --budget-minutes "$budget" 2>&1 | log_lines || status=$?
 
 left=$(( budget * 60 - ($(date +%s) - began) ))
 all_done=$(python -c '
@@ -42,13 +45,13 @@ import report
 print(report.curve_of(report.read_run(pathlib.Path(sys.argv[1])))[0] is not None)' "$run")
         if [ "$drawn" != True ] && [ "$left" -gt 3600 ]; then
             timeout "$left" nice -n 19 swapout eval "$run" --samples 30 --repeats 10 --seed "${run##*seed-}" --quiet \
-                2>&1 | tee -a "$log" || status=$?
+                2>&1 | log_lines || status=$?
         fi
     done
     left=$(( budget * 60 - ($(date +%s) - began) ))
     if [ ! -e "$(dirname "$out")/ensembles.json" ] && [ "$left" -gt 60 ]; then
         timeout "$left" nice -n 19 python experiments/cpu_replication/ensembles.py --runs "$out" --out "$(dirname "$out")" \
-            2>&1 | tee -a "$log" || status=$?
+            2>&1 | log_lines || status=$?
     fi
 fi
 echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) end: exit status $status" >> "$log"
