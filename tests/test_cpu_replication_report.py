@@ -157,3 +157,21 @@ def test_the_gap_to_the_resnet_by_budget_pools_the_budget_curves_spread(runs):
     assert ("16 epochs +1.90 points [+0.94, +2.86] (t over seeds, spread pooled over the budget curve (2 df), "
             "n = 2 and 2)") in text
     assert "32 epochs +" not in text  # no finished 32-epoch run: no gap drawn there
+
+
+@pytest.mark.parametrize("df,quantile", [(1, 12.706), (6, 2.447), (11, 2.201), (15, 2.131), (20, 2.086),
+                                         (30, 2.042), (60, 2.000), (120, 1.980), (10 ** 9, 1.960)])
+def test_t_quantiles_match_the_tables_beyond_ten_degrees_of_freedom(df, quantile):
+    # the published two-sided 95% quantiles, to their three decimals; a fractional df rounds down (wider)
+    assert report.t975(df) == pytest.approx(quantile, abs=6e-4)
+    assert report.t975(df + 0.5) == report.t975(df)
+
+
+def test_a_method_that_gives_most_of_the_pooled_variance_is_named_with_the_spread_without_it():
+    steady, wild = [10.0, 10.2], [20.0, 26.0]
+    pooled = report.pooled_spread([steady, wild, [5.0, 5.2]])
+    remark = report.dominant_share({"steady": steady, "wild": wild}, [5.0, 5.2], pooled)
+    # sums of squares: 0.02, 18, 0.02; without wild: sd sqrt(0.04 / 2) = 0.14 on 2 df
+    assert remark == " (wild gives 100% of this pooled variance; without it the pooled sd would be 0.14 on 2 df)"
+    assert report.dominant_share({"a": steady, "b": [3.0, 3.15]}, [5.0, 5.2], report.pooled_spread(
+        [steady, [3.0, 3.15], [5.0, 5.2]])) == ""  # the largest share, 0.02 of 0.05, is under half
