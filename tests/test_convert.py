@@ -1,6 +1,7 @@
 """swapout.convert and swapout.find_joins on the project's own networks and on small hand-written ones."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -139,6 +140,7 @@ def test_finds_identity_and_projection_joins_in_forward_order_with_the_linear_sc
     assert "projection" in str(joins[1]) and "theta1=0.75" in str(joins[1])
 
 
+@pytest.mark.filterwarnings("ignore:every converted join")  # one join with the default schedule
 def test_positional_embedding_and_bias_adds_are_left_alone():
     joins = swapout.find_joins(Tokens())
     assert [(j.block, j.kind) for j in joins] == [("", "identity")]
@@ -171,6 +173,7 @@ def test_the_projects_resnet_counts_its_join_modules_and_gets_create_models_thet
 
 # ---- what a converted model keeps ----------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:every converted join")  # one join with the default schedule
 @pytest.mark.parametrize("make", [Net, Tokens, Context,
                                   lambda: swapout.create_model("resnet_v2_ours", depth=8, method="resnet")],
                          ids=["net", "tokens", "context", "resnet_v2_ours"])
@@ -239,7 +242,12 @@ def test_include_and_exclude_choose_joins_and_the_schedule_runs_over_the_chosen(
     joins = swapout.find_joins(Net(), method="stochastic_depth", theta2=0.5, exclude=["blocks.1"])
     assert [j.block for j in joins] == ["blocks.0", "blocks.2"]
     assert all(type(j.module).__name__ == "StochasticDepth" for j in joins)
-    converted = swapout.convert(Net(), include="blocks.1")
+    with pytest.warns(UserWarning, match=r"every converted join \(1\) keeps its terms with probability 1: the "
+                      r"schedules run over the converted joins only and start at 1, so this model draws no random"):
+        converted = swapout.convert(Net(), include="blocks.1")   # Linear(1, 0.5) over one join: 1
+    with warnings.catch_warnings():  # thetas of 1 asked for (a bit-exact conversion) are not warned of
+        warnings.simplefilter("error")
+        swapout.convert(Net(), include="blocks.1", theta1=1, theta2=1)
     assert len(_joins(converted)) == 1 and sum("add" in str(n.target) for n in converted.graph.nodes) == 2
 
 

@@ -309,7 +309,9 @@ def test_bad_theta_raises(theta):
 
 
 def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match=r"shapes \(2, 3\), \(2, 4\) do not broadcast together"):
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\), \(2, 4\) do not broadcast together: a join adds them, so "
+                       r"they need one shape, or shapes that broadcast as x \+ fx would \(each dimension equal, or "
+                       r"1 in one of them\)$"):
         swapout.swapout(torch.ones(2, 3), torch.ones(2, 4), 0.5, 0.5)
     with pytest.raises(ValueError, match="do not broadcast"):
         swapout.SkipForward(0.5)(torch.ones(2, 3), torch.ones(3, 3))

@@ -128,7 +128,8 @@ def _shape_of(tensors: Sequence[Tensor]) -> torch.Size:
         return torch.broadcast_shapes(*(t.shape for t in tensors))  # type: ignore[no-untyped-call]
     except RuntimeError:
         raise ValueError(f"the tensors' shapes {', '.join(str(tuple(t.shape)) for t in tensors)} do not broadcast "
-                         f"together, as adding them would need") from None
+                         f"together: a join adds them, so they need one shape, or shapes that broadcast as x + fx "
+                         f"would (each dimension equal, or 1 in one of them)") from None
 
 
 def swapout_sum(

@@ -174,11 +174,11 @@ def test_a_pack_whose_runs_are_all_finished_is_reported_and_evaluated_only_when_
     assert main(["train", "--pack-dir", str(tmp_path / "pack"), "--re-evaluate"]) == 0 and len(calls) == 1
 
 
-def _fake_run(path, seed, det, samples=1):
-    cfg = TrainConfig(depth=8, seed=seed).to_dict()
+def _fake_run(path, seed, det, samples=1, note="10,000 test images", **fields):
+    cfg = TrainConfig(**{"depth": 8, **fields, "seed": seed}).to_dict()
     path.mkdir()
     (path / "config.json").write_text(json.dumps({"config": cfg}))
-    test = {"note": "10,000 test images", "images": 100, "deterministic_error": det, "stochastic_error": det - 1,
+    test = {"note": note, "images": 100, "deterministic_error": det, "stochastic_error": det - 1,
             "samples": samples}
     (path / "results.json").write_text(json.dumps({"epochs_completed": 1, "splits": {"test": test}}))
     return str(path)
@@ -192,6 +192,25 @@ def test_report_by_seed_refuses_two_runs_with_the_same_seed_and_counts_in_words(
                        f"in their seed"))
     assert "(1 pass)" in seed_table([a, c]) and "(1 pass)" in report_table([a])
     assert "passes" not in seed_table([a, c]) + report_table([a])
+
+
+def test_report_sets_a_run_beside_the_paper_only_for_the_presets_network_and_lists_what_differs(tmp_path):
+    preset = swapout.runs.config.load_preset("table1/swapout-v2-w2")
+    as_preset = _fake_run(tmp_path / "same", 0, 10.0, note="10,000 test images, first 50 only", **preset)
+    recipe = _fake_run(tmp_path / "recipe", 0, 10.0, **{**preset, "lr": 0.05, "val_split": 49000, "eval_samples": 2})
+    other = _fake_run(tmp_path / "other", 0, 10.0, **{**preset, "method": "resnet", "theta1": None, "theta2": None,
+                                              "dataset": "cifar100"})
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in report_table([as_preset, recipe, other])
+            .splitlines()[2:]}
+    assert rows["same"][6] == "reported 5.68" and rows["same"][7] == "1 of 256 epochs; 10,000 test images, first 50 " \
+                                                                       "only |"
+    # a recipe change keeps the paper's figure beside the run, and says what changed; the evaluation's passes
+    # are in the stochastic column, not a difference of the recipe
+    assert rows["recipe"][6] == "reported 5.68" and rows["recipe"][7] == "lr=0.05; val_split=49000; 1 of 256 epochs |"
+    assert rows["other"][6] == "- (not the preset's network)"
+    assert rows["other"][7].startswith("dataset=cifar100; method=resnet; theta1=None; theta2=None; 1 of 256")
+    by_seed = seed_table([other]).splitlines()[2].split(" | ")
+    assert by_seed[6] == "- (not the preset's network)" and by_seed[7] == "- |"
 
 
 def test_counts_of_one_are_singular(tmp_path, monkeypatch):

@@ -115,6 +115,44 @@ def test_a_batch_larger_than_the_training_images_leaves_no_folder(tmp_path, caps
 
 
 @needs_data
+def test_ctrl_c_in_the_final_evaluation_says_the_training_is_kept_and_resume_evaluates(tmp_path, monkeypatch):
+    from swapout.training.loop import Training
+
+    def interrupted(self, g):
+        raise KeyboardInterrupt
+
+    run, lines = tmp_path / "run", []
+    cfg = TrainConfig(depth=8, val_split=49000, batch_size=32, max_steps=2, eval_samples=1, eval_limit=20, device="cpu")
+    with monkeypatch.context() as patch:
+        patch.setattr(Training, "_final_evaluation", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, run, progress=False, log=lines.append)
+    assert lines[-1] == (f"interrupted in the final evaluation: the training is done and its checkpoint written; "
+                         f"to evaluate it: swapout train --resume {run}")
+    assert not (run / "results.json").exists()
+    results = train(cfg, run, resume=True, progress=False, log=lines.append)
+    assert results["steps"] == 2 and results["splits"]["test"]["images"] == 20
+
+
+@needs_data
+def test_a_run_killed_before_its_first_checkpoint_is_trained_again_by_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--max-steps", "3", "--out", str(run)]) == 0
+    for name in ("checkpoint.pt", "checkpoint.prev.pt", "results.json"):  # as a kill in the first steps leaves it
+        (run / name).unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{run} stopped before its first checkpoint, so nothing of it was kept; training it again" in err
+    assert json.loads((run / "results.json").read_text())["steps"] == 3
+    assert len(RunDir(run).read_metrics()) == 1  # the first attempt's metrics are not kept beside the new ones
+    # extended by two steps: its config then says where it ends
+    assert main(["train", "--resume", str(run), "--max-steps", "5", "--quiet"]) == 0
+    assert json.loads((run / "results.json").read_text())["steps"] == 5
+    assert RunDir(run).read_config()["max_steps"] == 5
+
+
+@needs_data
 def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--max-steps", "3", "--out", str(run)]) == 0

@@ -30,6 +30,7 @@ def _train(args: argparse.Namespace) -> None:
                          "run again")
     if args.pack_dir:
         return _train_pack(args, overrides)
+    restart = False
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} goes on in that run's own directory: leave out --out (or copy "
@@ -50,12 +51,19 @@ def _train(args: argparse.Namespace) -> None:
 
             print(report_table([out]))
             return
+        restart = not any(p.exists() for p in (run.checkpoint_path, run.previous_checkpoint_path, run.weights_path,
+                                               run.results_path))
+        if restart:  # stopped before its first checkpoint (killed, a broken pipe): nothing trained is lost
+            print(f"swapout train: {run.path} stopped before its first checkpoint, so nothing of it was kept; "
+                  f"training it again from the start with its recorded config", file=sys.stderr)
+            for path in (run.config_path, run.metrics_path) if int(os.environ.get("RANK", "0")) == 0 else ():
+                path.unlink(missing_ok=True)
     else:
         cfg = train_config(args)
         name = (cfg.preset or f"{cfg.model}-{cfg.depth}-w{cfg.width}-{cfg.method}").replace("/", "-")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        results = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
+        results = train(cfg, out, resume=bool(args.resume) and not restart, progress=not args.quiet)
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -10,6 +10,7 @@ dry run: what would be converted, and with which thetas.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import count
@@ -122,7 +123,9 @@ def find_joins(model: nn.Module, method: str = "swapout", theta1: Optional[Sched
     """The residual joins `convert` would replace, in forward order, without changing ``model``.
 
     Each `Join` gives the join module's path, its block, its kind (identity or projection) and the
-    join module with the thetas it would get; ``print(join)`` gives one line.
+    join module with the thetas it would get; ``print(join)`` gives one line. On a model converted already,
+    it lists what converting it again with these arguments would give, not the thetas its joins hold: those
+    are the `swapout.SwapoutJoin` modules of ``model.modules()``.
 
     Args:
         model: the network; traced with ``torch.fx`` (swapout's own join modules are kept whole).
@@ -236,6 +239,12 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
     """
     gm, chosen, joins = _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include,
                               exclude, leaf_modules)
+    scheduled = any(t is None or isinstance(t, str) for t in (theta1, theta2))
+    if method != "resnet" and scheduled and all(v == 1 for j in joins for v in j.thetas):
+        # Linear(1, 0.5) over one join is its first value, 1: a model that only looks converted
+        warnings.warn(f"every converted join ({len(joins)}) keeps its terms with probability 1: the schedules run "
+                      f"over the converted joins only and start at 1, so this model draws no random masks; give "
+                      f"constant thetas (theta1=0.9, theta2=0.7), or convert more joins", UserWarning, stacklevel=2)
     for c, j in zip(chosen, joins):
         _place(gm, c, j)
     gm.graph.lint()

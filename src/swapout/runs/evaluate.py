@@ -4,9 +4,10 @@ and optionally uncertainty, adaptive inference and BatchNorm recalibration (see 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -19,7 +20,7 @@ from .eval_context import EvalContext
 from .experiment import build_model, eval_splits
 from .rundir import RunDir, read_checkpoint, save_json
 
-__all__ = ["evaluate_run", "load_target", "check_options"]
+__all__ = ["evaluate_run", "load_target", "load_run", "check_options"]
 
 # Blocks of eval-<split>.json that only some calls compute: a call without their option keeps them.
 _OPTION_BLOCKS = ("adaptive", "bn_recalibrated")
@@ -79,6 +80,32 @@ def _refuse_pack(path: Path) -> None:
     what = "a pack's folder" if path.is_dir() else "the checkpoint of a pack"
     raise ValueError(f"{path} is {what} (one packed network of {len(runs) or 'several'} runs), not a run: "
                      f"evaluate each of its runs instead{names}")
+
+
+def load_run(target: Union[str, os.PathLike[str]], device: Optional[str] = None) -> torch.nn.Module:
+    """The trained network of a run, ready for `swapout.predict` on your own images.
+
+    Checkpoints carry a checksum header, so ``torch.load`` alone does not read them; this builds the network
+    that the run's config describes and loads its weights into it.
+
+    Args:
+        target: a run directory (its latest checkpoint, else the previous one, else its final ``weights.pt``)
+            or a checkpoint file.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; None: the run's own setting.
+
+    Returns:
+        The network in ``eval()`` mode (deterministic inference), in the channels-last layout it trained in.
+        Its inputs are normalised as in training (`swapout.data.cifar.MEAN` and ``STD`` of its dataset).
+
+    Raises:
+        ValueError: for a target that is not a run or a checkpoint (a pack's folder: load each run), or
+            weights that do not fit the network of its config.
+    """
+    state, _, _, fallback = load_target(str(target))
+    if fallback:
+        _warn(fallback)
+    model, _ = _model(state, TrainConfig.from_dict(state["config"]), device, False, None)
+    return model.eval()
 
 
 def check_options(samples: int, repeats: int, limit: Optional[int], recalibrate_bn: int, delta: float, shift: bool,

@@ -39,8 +39,40 @@ def presets_table() -> str:
     return "\n".join(rows)
 
 
+# Fields of a config that change the network or its training, and so the figure the paper's row can be set
+# beside; the others say how a run was carried out (its seed, device, speed, stops, evaluation), and the
+# epochs and the evaluated images are marked on their own.
+_NOT_RECIPE = ("seed", "device", "data_dir", "preset", "precision", "compile", "checkpoint_every", "eval_samples",
+               "eval_limit", "max_steps", "epochs", "sync_bn")
+# Fields whose change makes another network than the paper's row: its figure is then not shown beside the run.
+_NETWORK = ("dataset", "model", "depth", "width", "method", "theta1", "theta2", "granularity", "skipforward_on")
+
+
+def _against_preset(cfg: Dict[str, Any], presets: Dict[str, Any]) -> Tuple[List[str], Dict[str, Any]]:
+    """The recipe fields in which a run's config differs from its preset (``field=value``), and the paper's
+    figures for the preset: none when the run has no preset or trains another network than the preset's."""
+    from .config import TrainConfig
+
+    preset = presets.get(cfg.get("preset") or "")
+    if preset is None:
+        return [], {}
+    base = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]}).to_dict()
+    changed = [k for k, v in cfg.items() if k not in _NOT_RECIPE and base.get(k) != v]
+    paper = {} if any(k in _NETWORK for k in changed) else preset["paper"]
+    return [f"{k}={cfg[k]}" for k in changed], paper
+
+
+def _paper_beside(cfg: Dict[str, Any], presets: Dict[str, Any], paper: Dict[str, Any]) -> str:
+    """The paper column: its figures, or why a preset that has some shows none."""
+    own = presets.get(cfg.get("preset") or "", {}).get("paper")
+    return "- (not the preset's network)" if own and not paper else _paper_text(paper)
+
+
 def report_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
-    """One row per evaluated split of each run: its errors, the paper's, and what differs from the paper."""
+    """One row per evaluated split of each run: its errors, the paper's for its preset, and what differs from
+    the paper (the epochs, the evaluated images, and the recipe fields changed from the preset's). A run that
+    changes the preset's network (its dataset, model, depth, width, method or thetas) is not set beside the
+    paper's figure."""
     presets = list_presets()
     rows = ["| run | preset | epochs | split | deterministic error (%) | stochastic error (%) | paper (%) "
             "| differs from the paper |",
@@ -48,18 +80,20 @@ def report_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
     for run_dir in run_dirs:
         run = RunDir(run_dir)
         cfg, results = _finished(run)
-        paper = presets.get(cfg.get("preset") or "", {}).get("paper", {})
-        paper_text = _paper_text(paper)
+        changed, paper = _against_preset(cfg, presets)
+        paper_text = _paper_beside(cfg, presets, paper)
         epochs = results.get("epochs_completed", cfg["epochs"])
         splits = dict(results["splits"])
         for extra in sorted(run.path.glob("eval-*.json")):
             splits[f"{extra.stem[5:]} (swapout eval)"] = _figures(read_json(extra, "an evaluation's figures"), extra)
         for split, fig in splits.items():
-            marks = []
+            marks = list(changed)
             if epochs < PAPER_EPOCHS:
                 marks.append(f"{epochs:g} of {PAPER_EPOCHS} epochs")
-            if not split.startswith("test") or fig.get("note", "").split(" ")[0] != "10,000":
-                marks.append(fig.get("note", split))
+            note = fig.get("note", split)
+            # the whole official test split needs no note; a part of it, or the exact images, do
+            if not split.startswith("test") or not note.startswith("10,000") or "first" in note:
+                marks.append(note)
             sto = _fmt(fig.get("stochastic_error"))
             if "samples" in fig:
                 sto += f" ({plural(fig['samples'], 'pass')})"
@@ -142,8 +176,8 @@ def seed_table(run_dirs: Sequence[Union[str, os.PathLike[str]]]) -> str:
         base = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]} if preset else {}).to_dict()
         changed = ", ".join(f"{k}={v}" for k, v in cfg.items()
                             if k not in _SEED_FIELDS + ("preset",) and base.get(k) != v) or "-"
-        paper = preset["paper"] if preset else {}
-        paper_text = _paper_text(paper)
+        paper = _against_preset(cfg, presets)[1]
+        paper_text = _paper_beside(cfg, presets, paper)
         seeds = f"{len(members)} ({', '.join(str(c['seed']) for c, _ in members)})"
         split_names = [s for s in members[0][1]["splits"] if all(s in r["splits"] for _, r in members)]
         for split in split_names:

@@ -57,8 +57,8 @@ class Training(TrainingRecords):
         test_split = load_split(cfg.dataset, "test", cfg.data_dir) if self.test else None
         for run in self._checkpoint_runs() if not resume else ():
             if run.exists() or run.checkpoint_path.exists():
-                raise ValueError(f"{run.path} already holds a run; resume it with --resume {run.path}, or choose "
-                                 f"another --out")
+                raise ValueError(f"{run.path} already holds a run; resume it (swapout train --resume {run.path}; "
+                                 f"from Python, train(..., resume=True)), or choose another --out or run directory")
         if self.runs == 1:
             self.model = prepare_model(self.members[0].model.to(device))
         else:  # the runs' own networks stay beside the pack: their weights are unpacked into them to evaluate
@@ -108,6 +108,7 @@ class Training(TrainingRecords):
                              f"and random streams: it can be evaluated (swapout eval), not trained on")
         for m in self.members:
             m.run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
+        self._record_stop()
         if len(ckpt["rng"]) != self.proc.world:
             raise ValueError(f"{ckpt_run.path} was checkpointed by {plural(len(ckpt['rng']), 'process')}; "
                              f"resume it with as many")
@@ -150,8 +151,15 @@ class Training(TrainingRecords):
                                          else f"swapout train --pack-dir {self.pack_run.path}"))
             results = [{"stopped": signalled, "epoch": state.epoch, "step": state.step}] * self.runs
         else:
-            results = [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
-                       for g in range(self.runs)]
+            try:
+                results = [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
+                           for g in range(self.runs)]
+            except KeyboardInterrupt:  # a Ctrl-C outside the training loop's handler: say what is kept
+                self.log("interrupted in the final evaluation: the training is done and its checkpoint written; "
+                         "to evaluate it: " + (f"swapout train --resume {self.members[0].run.path}"
+                                               if self.pack_run is None else
+                                               f"swapout train --pack-dir {self.pack_run.path}"))
+                raise
         self.hooks.call("on_end", self, results)
         return results
 
