@@ -242,12 +242,17 @@ def test_include_and_exclude_choose_joins_and_the_schedule_runs_over_the_chosen(
     joins = swapout.find_joins(Net(), method="stochastic_depth", theta2=0.5, exclude=["blocks.1"])
     assert [j.block for j in joins] == ["blocks.0", "blocks.2"]
     assert all(type(j.module).__name__ == "StochasticDepth" for j in joins)
-    with pytest.warns(UserWarning, match=r"every converted join \(1\) keeps its terms with probability 1: the "
-                      r"schedules run over the converted joins only and start at 1, so this model draws no random"):
-        converted = swapout.convert(Net(), include="blocks.1")   # Linear(1, 0.5) over one join: 1
+    for given in ({}, {"theta1": swapout.Linear(1, 0.5), "theta2": "linear(1,0.5)"},
+                  {"method": "stochastic_depth", "theta2": "linear(1,0.8)"}):
+        with pytest.warns(UserWarning, match=r"every converted join \(1\) keeps its terms with probability 1: a "
+                          r"schedule runs over the converted joins only, and this one gives 1 on each"):
+            converted = swapout.convert(Net(), include="blocks.1", **given)   # Linear(1, x) over one join: 1
     with warnings.catch_warnings():  # thetas of 1 asked for (a bit-exact conversion) are not warned of
         warnings.simplefilter("error")
-        swapout.convert(Net(), include="blocks.1", theta1=1, theta2=1)
+        for given in ({"theta1": 1, "theta2": "1"}, {"method": "stochastic_depth", "theta2": 1.0},
+                      {"method": "skipforward", "theta1": 1}, {"method": "resnet"}):
+            swapout.convert(Net(), **given)
+    converted = swapout.convert(Net(), include="blocks.1", theta1=1, theta2=1)
     assert len(_joins(converted)) == 1 and sum("add" in str(n.target) for n in converted.graph.nodes) == 2
 
 

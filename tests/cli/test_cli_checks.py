@@ -159,6 +159,22 @@ def test_resuming_a_finished_run_reports_it_done_and_evaluates_only_when_asked(t
     _refused(["train", "--preset", SWAPOUT, "--re-evaluate"], capsys, "--re-evaluate goes with --resume")
 
 
+def test_resume_of_a_run_with_no_checkpoint_refuses_what_it_cannot_train_again(tmp_path, capsys, trained):
+    run = tmp_path / "killed"
+    run.mkdir()
+    config = {"config": TrainConfig(depth=8, epochs=4).to_dict(), "resolved": {}}
+    (run / "config.json").write_text(json.dumps(config))
+    _refused(["train", "--resume", str(run), "--re-evaluate"], capsys,
+             f"--re-evaluate: {re.escape(str(run))} stopped before its first checkpoint, so it has nothing to "
+             f"evaluate; resume it without --re-evaluate to train it again from the start")
+    assert main(["train", "--resume", str(run)]) == 0 and trained[-1][2] is True  # the loop starts it over
+    config["resolved"]["pack"] = {"dir": str(tmp_path / "pack"), "runs": 2, "index": 0}
+    (run / "config.json").write_text(json.dumps(config))
+    _refused(["train", "--resume", str(run)], capsys, f"this run trains in the pack {re.escape(str(tmp_path))}/pack, "
+             f"which holds its checkpoint: go on with swapout train --pack-dir")
+    assert len(trained) == 1
+
+
 def test_a_pack_whose_runs_are_all_finished_is_reported_and_evaluated_only_when_asked(tmp_path, capsys, monkeypatch):
     from swapout.training.train import write_pack
 

@@ -272,9 +272,7 @@ def test_a_packs_folder_or_checkpoint_is_refused_naming_its_runs(tmp_path, capsy
                f"instead: {runs[0]}, {runs[1]}" in err
 
 
-def test_load_run_gives_the_latest_weights_ready_for_predict_where_torch_load_cannot(tmp_path, capsys):
-    import pickle
-
+def test_load_run_gives_the_latest_weights_ready_for_predict(tmp_path):
     import swapout
 
     run = _run(tmp_path)
@@ -288,10 +286,8 @@ def test_load_run_gives_the_latest_weights_ready_for_predict_where_torch_load_ca
     assert swapout.predict(model, x, samples=2).shape == (3, 10)
     with open(run.checkpoint_path, "r+b") as fh:  # damaged: the previous checkpoint, with a warning
         fh.truncate(1000)
-    evaluate_run.load_run(run.path, device="cpu")
-    assert "evaluating checkpoint.prev.pt" in capsys.readouterr().err
-    with pytest.raises(pickle.UnpicklingError):  # why the docs point to load_run: the checksum header
-        torch.load(run.previous_checkpoint_path, weights_only=True)
+    with pytest.warns(RuntimeWarning, match=r"checkpoint.pt is damaged .*; loading checkpoint.prev.pt"):
+        evaluate_run.load_run(run.path, device="cpu")
     with pytest.raises(ValueError, match="nothing-here: no such run directory or checkpoint file"):
         evaluate_run.load_run(tmp_path / "nothing-here")
 

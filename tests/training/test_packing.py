@@ -12,7 +12,7 @@ import swapout
 from swapout.cli.main import main
 from swapout.layers import StochasticDepth, Swapout
 from swapout.runs.config import TrainConfig
-from swapout.runs.rundir import read_checkpoint
+from swapout.runs.rundir import RunDir, read_checkpoint
 from swapout.training.packing import PackedJoin, pack, pack_state, split_logits, unpack_state
 from swapout.training.train import train, train_pack, write_pack
 
@@ -285,3 +285,9 @@ def test_a_finished_packed_run_resumed_alone_is_reported_and_evaluated_again_giv
     assert main(["train", "--resume", str(run), "--re-evaluate", "--quiet"]) == 0
     again = json.loads((run / "results.json").read_text())
     assert "stochastic_error" in again["splits"]["test"] and again["splits"] == packed[1]["splits"]
+    # the pack extended by a step: its record and its runs' configs say where it now ends
+    extended = train_pack(tmp_path / "pack", changes={"max_steps": 3}, progress=False, log=lambda s: None)
+    assert [r["steps"] for r in extended] == [3, 3]
+    assert [r["config"]["max_steps"] for r in json.loads((tmp_path / "pack" / "pack.json").read_text())["runs"]] \
+        == [3, 3]
+    assert [RunDir(tmp_path / f"run-{c.seed}").read_config()["max_steps"] for c in cfgs] == [3, 3]

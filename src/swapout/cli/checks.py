@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Dict, Optional, Tuple
 
@@ -76,7 +77,7 @@ def train_config(args: argparse.Namespace):
         raise UsageError("--sync-bn true: BatchNorm statistics are synchronised between GPUs only, and this run "
                          "is on the CPU; leave out --sync-bn (or give --sync-bn false)")
     late = [m for m in cfg.milestones or () if m >= cfg.epochs]
-    if late:  # the rate drops after epoch m (counted from 1), so a milestone at or past the last epoch never acts
+    if late and int(os.environ.get("RANK", "0")) == 0:  # a milestone at or past the last epoch never acts
         warn("train", f"milestones {','.join(map(str, late))} are not before the last epoch ({cfg.epochs}): the "
                       f"learning rate never drops there")
     return cfg

@@ -30,7 +30,6 @@ def _train(args: argparse.Namespace) -> None:
                          "run again")
     if args.pack_dir:
         return _train_pack(args, overrides)
-    restart = False
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise UsageError(f"--resume {args.resume} goes on in that run's own directory: leave out --out (or copy "
@@ -51,19 +50,15 @@ def _train(args: argparse.Namespace) -> None:
 
             print(report_table([out]))
             return
-        restart = not any(p.exists() for p in (run.checkpoint_path, run.previous_checkpoint_path, run.weights_path,
-                                               run.results_path))
-        if restart:  # stopped before its first checkpoint (killed, a broken pipe): nothing trained is lost
-            print(f"swapout train: {run.path} stopped before its first checkpoint, so nothing of it was kept; "
-                  f"training it again from the start with its recorded config", file=sys.stderr)
-            for path in (run.config_path, run.metrics_path) if int(os.environ.get("RANK", "0")) == 0 else ():
-                path.unlink(missing_ok=True)
+        if not any(p.exists() for p in (run.checkpoint_path, run.previous_checkpoint_path, run.weights_path,
+                                        run.results_path)):
+            _never_checkpointed(run, args.re_evaluate)
     else:
         cfg = train_config(args)
         name = (cfg.preset or f"{cfg.model}-{cfg.depth}-w{cfg.width}-{cfg.method}").replace("/", "-")
         out = args.out or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        results = train(cfg, out, resume=bool(args.resume) and not restart, progress=not args.quiet)
+        results = train(cfg, out, resume=bool(args.resume), progress=not args.quiet)
     except TrainingStopped as err:
         print(f"swapout train: {err}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -72,6 +67,20 @@ def _train(args: argparse.Namespace) -> None:
     from ..runs.report import report_table
 
     print(report_table([out]))
+
+
+def _never_checkpointed(run, re_evaluate: bool) -> None:
+    """UsageError for a run with no checkpoint that ``--resume`` cannot train again from the start: a run of a
+    pack (the pack holds its checkpoint), or one asked to be evaluated again."""
+    from ..runs.rundir import read_json
+
+    pack = read_json(run.config_path, "a run's config").get("resolved", {}).get("pack")
+    if isinstance(pack, dict) and pack.get("dir"):
+        raise UsageError(f"--resume {run.path}: this run trains in the pack {pack['dir']}, which holds its "
+                         f"checkpoint: go on with swapout train --pack-dir {pack['dir']}")
+    if re_evaluate:
+        raise UsageError(f"--re-evaluate: {run.path} stopped before its first checkpoint, so it has nothing to "
+                         f"evaluate; resume it without --re-evaluate to train it again from the start")
 
 
 def _train_pack(args: argparse.Namespace, overrides: dict) -> None:

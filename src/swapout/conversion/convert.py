@@ -20,7 +20,7 @@ from torch import fx, nn
 
 from ..layers import SwapoutJoin
 from ..methods import JoinSpec
-from ..schedules import ScheduleLike
+from ..schedules import Constant, ScheduleLike
 from .arguments import Patterns, leaf_spec, patterns
 from .graph import Candidate, LeafSpec, candidates, trace
 
@@ -237,14 +237,15 @@ def convert(model: nn.Module, method: str = "swapout", theta1: Optional[Schedule
         >>> torch.equal(swapout.convert(net, theta1=1, theta2=1).eval()(x), net.eval()(x))
         True
     """
-    gm, chosen, joins = _plan(model, JoinSpec(method, theta1, theta2, granularity, skipforward_on), include,
+    spec = JoinSpec(method, theta1, theta2, granularity, skipforward_on)
+    gm, chosen, joins = _plan(model, spec, include,
                               exclude, leaf_modules)
-    scheduled = any(t is None or isinstance(t, str) for t in (theta1, theta2))
-    if method != "resnet" and scheduled and all(v == 1 for j in joins for v in j.thetas):
+    scheduled = any(not isinstance(getattr(spec, n), Constant) for n in spec.uses())
+    if scheduled and all(v == 1 for j in joins for v in j.thetas):
         # Linear(1, 0.5) over one join is its first value, 1: a model that only looks converted
-        warnings.warn(f"every converted join ({len(joins)}) keeps its terms with probability 1: the schedules run "
-                      f"over the converted joins only and start at 1, so this model draws no random masks; give "
-                      f"constant thetas (theta1=0.9, theta2=0.7), or convert more joins", UserWarning, stacklevel=2)
+        warnings.warn(f"every converted join ({len(joins)}) keeps its terms with probability 1: a schedule runs "
+                      f"over the converted joins only, and this one gives 1 on each, so this model draws no random "
+                      f"masks; convert more joins, or give thetas below 1", UserWarning, stacklevel=2)
     for c, j in zip(chosen, joins):
         _place(gm, c, j)
     gm.graph.lint()

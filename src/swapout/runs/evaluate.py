@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -100,10 +101,13 @@ def load_run(target: Union[str, os.PathLike[str]], device: Optional[str] = None)
     Raises:
         ValueError: for a target that is not a run or a checkpoint (a pack's folder: load each run), or
             weights that do not fit the network of its config.
+
+    Warns:
+        RuntimeWarning: when a run's latest checkpoint is damaged and the previous one is loaded instead.
     """
     state, _, _, fallback = load_target(str(target))
     if fallback:
-        _warn(fallback)
+        warnings.warn(fallback.replace("; evaluating ", "; loading "), RuntimeWarning, stacklevel=2)
     model, _ = _model(state, TrainConfig.from_dict(state["config"]), device, False, None)
     return model.eval()
 

@@ -57,6 +57,10 @@ def _against_preset(cfg: Dict[str, Any], presets: Dict[str, Any]) -> Tuple[List[
     if preset is None:
         return [], {}
     base = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]}).to_dict()
+    try:  # both in one form (a config written by an older version may store a field otherwise)
+        cfg = TrainConfig.from_dict(cfg).to_dict()
+    except ValueError:
+        pass
     changed = [k for k, v in cfg.items() if k not in _NOT_RECIPE and base.get(k) != v]
     paper = {} if any(k in _NETWORK for k in changed) else preset["paper"]
     return [f"{k}={cfg[k]}" for k in changed], paper

@@ -55,6 +55,12 @@ class Training(TrainingRecords):
         train_split = load_split(cfg.dataset, "train", cfg.data_dir)
         # a search never reads the test split: it is not even loaded
         test_split = load_split(cfg.dataset, "test", cfg.data_dir) if self.test else None
+        first = self._checkpoint_runs()[0]
+        restart = resume and first.exists() and not any(p.exists() for p in (
+            first.checkpoint_path, first.previous_checkpoint_path, first.weights_path, first.results_path))
+        if restart:  # killed before its first checkpoint (or a broken pipe): nothing trained is lost
+            self.log(f"{first.path} stopped before its first checkpoint, so nothing of it was kept; training it again "
+                     f"from the start with its recorded config")
         for run in self._checkpoint_runs() if not resume else ():
             if run.exists() or run.checkpoint_path.exists():
                 raise ValueError(f"{run.path} already holds a run; resume it (swapout train --resume {run.path}; "
@@ -91,7 +97,7 @@ class Training(TrainingRecords):
             for run in self._checkpoint_runs():
                 run.create()
         self.splits = eval_splits(cfg, train_split, test_split)
-        self._resume() if resume else self._start()
+        self._resume() if resume and not restart else self._start()
         self.step = TrainStep(net, self.optimizer, device, self.precision, self.compiled, self.state.sums,
                               runs=self.runs)
         self.first_step = self.state.global_step  # TrainStep counts its steps from here
@@ -108,7 +114,6 @@ class Training(TrainingRecords):
                              f"and random streams: it can be evaluated (swapout eval), not trained on")
         for m in self.members:
             m.run.read_metrics()  # a damaged metrics.jsonl is named now, not after an epoch of training
-        self._record_stop()
         if len(ckpt["rng"]) != self.proc.world:
             raise ValueError(f"{ckpt_run.path} was checkpointed by {plural(len(ckpt['rng']), 'process')}; "
                              f"resume it with as many")
@@ -118,6 +123,7 @@ class Training(TrainingRecords):
         sums = saved["sums"][rank] if self.runs > 1 else [saved["sums"][rank]]
         self.state = TrainState(**{**saved, "sums": sums, "failed": saved.get("failed", [None] * self.runs)})
         self.proc.set_rng_state(ckpt["rng"][rank])
+        self._record_stop()
         self.log(f"resuming {ckpt_run.path} at epoch {self.state.epoch + 1}, step {self.state.step} of "
                  f"{len(self.loaders[0])}")
 

@@ -19,7 +19,7 @@ from ..data.files import MEAN, STD
 from ..evaluation.errors import evaluate_split
 from ..progress import Progress, plural
 from ..runs.config import TrainConfig
-from ..runs.rundir import RunDir, read_json, save_json
+from ..runs.rundir import RunDir, read_json, read_pack, save_json
 from .packing import unpack_optimizer_state, unpack_state
 
 if TYPE_CHECKING:  # the loop's parts, for the declarations below; the loop imports this module
@@ -101,15 +101,21 @@ class TrainingRecords:
             m.run.write_metrics([])
 
     def _record_stop(self) -> None:
-        """On resuming: a run given another ``max_steps`` records it, so that its config says where it ends (the
-        device, data folder and speed it resumes with are this invocation's, and its config keeps the first's)."""
+        """On resuming: a run given another ``max_steps`` records it, so that its config (and a pack's record)
+        says where it ends; the device, data folder and speed it resumes with are this invocation's alone."""
         if not self.proc.lead:
             return
         for m in self.members:
-            saved = read_json(m.run.config_path, "a run's config")
-            if saved["config"].get("max_steps") != m.cfg.max_steps:
+            saved = read_json(m.run.config_path, "a run's config") if m.run.config_path.exists() else None
+            if saved is not None and saved["config"].get("max_steps") != m.cfg.max_steps:
                 saved["config"]["max_steps"] = m.cfg.max_steps
                 save_json(saved, m.run.config_path)
+        if self.pack_run is not None:
+            runs = read_pack(self.pack_run.path)
+            if any(r["config"].get("max_steps") != self.cfg.max_steps for r in runs):
+                for r in runs:
+                    r["config"]["max_steps"] = self.cfg.max_steps
+                save_json({"runs": runs}, self.pack_run.path / "pack.json")
 
     def plain_model(self, g: int) -> nn.Module:
         """Run ``g``'s own network with its current weights (a pack's group g, unpacked)."""

@@ -52,7 +52,8 @@ def train(cfg: TrainConfig, run_dir: Union[str, os.PathLike[str]], resume: bool 
         cfg: the run's configuration.
         run_dir: the run's directory, where its config, metrics, checkpoints and results.json are written.
         resume: continue the run from the checkpoint in ``run_dir`` (model, optimiser, learning rate, random
-            generator states and position in the epoch's data order are restored).
+            generator states and position in the epoch's data order are restored); a run that stopped before
+            its first checkpoint is trained again from the start.
         progress: show progress bars.
         log: called with each line of the training log (default: written to stderr).
         hooks: `swapout.training.hooks.Hook` instances, called at the loop's named points; one may
