@@ -225,6 +225,13 @@ def test_report_sets_a_run_beside_the_paper_only_for_the_presets_network_and_lis
     assert rows["recipe"][6] == "reported 5.68" and rows["recipe"][7] == "lr=0.05; val_split=49000; 1 of 256 epochs |"
     assert rows["other"][6] == "- (not the preset's network)"
     assert rows["other"][7].startswith("dataset=cifar100; method=resnet; theta1=None; theta2=None; 1 of 256")
+    # the method's default thetas, written out, are the preset's network still
+    spelled = _fake_run(tmp_path / "spelled", 0, 10.0, **{**preset, "theta1": "linear(1, 0.5)"})
+    assert report_table([spelled]).splitlines()[2].split(" | ")[6:] == ["reported 5.68", "1 of 256 epochs |"]
+    # the quick start's own milestones left out: the paper's, scaled, and said so
+    scaled = _fake_run(tmp_path / "scaled", 0, 10.0, **{**swapout.runs.config.load_preset("short/quickstart"),
+                                                       "milestones": None})
+    assert "milestones=None (the paper's, scaled to the epochs)" in report_table([scaled])
     by_seed = seed_table([other]).splitlines()[2].split(" | ")
     assert by_seed[6] == "- (not the preset's network)" and by_seed[7] == "- |"
 

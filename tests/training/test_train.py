@@ -150,6 +150,9 @@ def test_a_run_killed_before_its_first_checkpoint_is_trained_again_by_resume(tmp
     assert main(["train", "--resume", str(run), "--max-steps", "5", "--quiet"]) == 0
     assert json.loads((run / "results.json").read_text())["steps"] == 5
     assert RunDir(run).read_config()["max_steps"] == 5
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--re-evaluate", "--quiet"]) == 0
+    assert f"{run}: its training is done (5 steps); evaluating it" in capsys.readouterr().err
 
 
 @needs_data

@@ -56,14 +56,19 @@ def _against_preset(cfg: Dict[str, Any], presets: Dict[str, Any]) -> Tuple[List[
     preset = presets.get(cfg.get("preset") or "")
     if preset is None:
         return [], {}
-    base = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]}).to_dict()
+    base_cfg = TrainConfig.from_dict({**preset["config"], "preset": cfg["preset"]})
+    base, joins = base_cfg.to_dict(), set()
     try:  # both in one form (a config written by an older version may store a field otherwise)
-        cfg = TrainConfig.from_dict(cfg).to_dict()
+        run_cfg = TrainConfig.from_dict(cfg)
+        cfg = run_cfg.to_dict()
+        if run_cfg.join() == base_cfg.join():  # thetas written out as the method's defaults are no change
+            joins = {"theta1", "theta2", "granularity", "skipforward_on"}
     except ValueError:
         pass
-    changed = [k for k, v in cfg.items() if k not in _NOT_RECIPE and base.get(k) != v]
+    changed = [k for k, v in cfg.items() if k not in _NOT_RECIPE and k not in joins and base.get(k) != v]
     paper = {} if any(k in _NETWORK for k in changed) else preset["paper"]
-    return [f"{k}={cfg[k]}" for k in changed], paper
+    return [f"{k}={cfg[k]}" + (" (the paper's, scaled to the epochs)" if k == "milestones" and cfg[k] is None
+                               else "") for k in changed], paper
 
 
 def _paper_beside(cfg: Dict[str, Any], presets: Dict[str, Any], paper: Dict[str, Any]) -> str:

@@ -55,12 +55,7 @@ class Training(TrainingRecords):
         train_split = load_split(cfg.dataset, "train", cfg.data_dir)
         # a search never reads the test split: it is not even loaded
         test_split = load_split(cfg.dataset, "test", cfg.data_dir) if self.test else None
-        first = self._checkpoint_runs()[0]
-        restart = resume and first.exists() and not any(p.exists() for p in (
-            first.checkpoint_path, first.previous_checkpoint_path, first.weights_path, first.results_path))
-        if restart:  # killed before its first checkpoint (or a broken pipe): nothing trained is lost
-            self.log(f"{first.path} stopped before its first checkpoint, so nothing of it was kept; training it again "
-                     f"from the start with its recorded config")
+        restart = resume and self._restarts(self._checkpoint_runs()[0])
         for run in self._checkpoint_runs() if not resume else ():
             if run.exists() or run.checkpoint_path.exists():
                 raise ValueError(f"{run.path} already holds a run; resume it (swapout train --resume {run.path}; "
@@ -124,8 +119,11 @@ class Training(TrainingRecords):
         self.state = TrainState(**{**saved, "sums": sums, "failed": saved.get("failed", [None] * self.runs)})
         self.proc.set_rng_state(ckpt["rng"][rank])
         self._record_stop()
-        self.log(f"resuming {ckpt_run.path} at epoch {self.state.epoch + 1}, step {self.state.step} of "
-                 f"{len(self.loaders[0])}")
+        done = self.state.epoch >= self.cfg.epochs or (self.cfg.max_steps is not None
+                                                       and self.state.global_step >= self.cfg.max_steps)
+        self.log(f"{ckpt_run.path}: its training is done ({plural(self.state.global_step, 'step')}); evaluating it"
+                 if done else f"resuming {ckpt_run.path} at epoch {self.state.epoch + 1}, step {self.state.step} of "
+                              f"{len(self.loaders[0])}")
 
     # ---- the loop ---------------------------------------------------------------------------------------
 

@@ -100,6 +100,16 @@ class TrainingRecords:
             save_json({"config": m.cfg.to_dict(), "resolved": resolved}, m.run.config_path)
             m.run.write_metrics([])
 
+    def _restarts(self, first: RunDir) -> bool:
+        """Whether a run being resumed (its checkpoint in ``first``) stopped before its first checkpoint (killed,
+        or a broken pipe): nothing trained was kept, so it trains again from the start; logged if so."""
+        if not first.exists() or any(p.exists() for p in (first.checkpoint_path, first.previous_checkpoint_path,
+                                                          first.weights_path, first.results_path)):
+            return False
+        self.log(f"{first.path} stopped before its first checkpoint, so nothing of it was kept; training it again "
+                 f"from the start with its recorded config")
+        return True
+
     def _record_stop(self) -> None:
         """On resuming: a run given another ``max_steps`` records it, so that its config (and a pack's record)
         says where it ends; the device, data folder and speed it resumes with are this invocation's alone."""
