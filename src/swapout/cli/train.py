@@ -50,8 +50,7 @@ def _train(args: argparse.Namespace) -> None:
 
             print(report_table([out]))
             return
-        if not any(p.exists() for p in (run.checkpoint_path, run.previous_checkpoint_path, run.weights_path,
-                                        run.results_path)):
+        if run.kept_nothing():
             _never_checkpointed(run, args.re_evaluate)
     else:
         cfg = train_config(args)

@@ -167,6 +167,12 @@ class RunDir:
     def exists(self) -> bool:
         return self.config_path.exists()
 
+    def kept_nothing(self) -> bool:
+        """Whether the run holds a config but nothing trained: no checkpoint, final weights or results (it
+        stopped before its first checkpoint: killed, or a broken pipe)."""
+        return self.exists() and not any(p.exists() for p in (self.checkpoint_path, self.previous_checkpoint_path,
+                                                              self.weights_path, self.results_path))
+
     def read_config(self) -> Dict[str, Any]:
         """The run's config as recorded (a dict of `swapout.TrainConfig` fields); ValueError if unreadable."""
         try:

@@ -119,8 +119,7 @@ class Training(TrainingRecords):
         self.state = TrainState(**{**saved, "sums": sums, "failed": saved.get("failed", [None] * self.runs)})
         self.proc.set_rng_state(ckpt["rng"][rank])
         self._record_stop()
-        done = self.state.epoch >= self.cfg.epochs or (self.cfg.max_steps is not None
-                                                       and self.state.global_step >= self.cfg.max_steps)
+        done = self.state.epoch >= self.cfg.epochs or self._at_max_steps()
         self.log(f"{ckpt_run.path}: its training is done ({plural(self.state.global_step, 'step')}); evaluating it"
                  if done else f"resuming {ckpt_run.path} at epoch {self.state.epoch + 1}, step {self.state.step} of "
                               f"{len(self.loaders[0])}")
@@ -134,7 +133,7 @@ class Training(TrainingRecords):
         self.log(self._describe())
         self.hooks.call("on_start", self)
         signalled = None
-        self.max_steps_reached = cfg.max_steps is not None and state.global_step >= cfg.max_steps
+        self.max_steps_reached = self._at_max_steps()
         with stop_signals() as received:
             while state.epoch < cfg.epochs and not (signalled or self.max_steps_reached):
                 signalled = self._epoch(received)
@@ -151,21 +150,25 @@ class Training(TrainingRecords):
                 signalled = self.stop_request
         if signalled:
             self.log(f"stopped by {signalled} at epoch {state.epoch + 1}, step {state.step}; checkpoint written. "
-                     f"Resume with: " + (f"swapout train --resume {self.members[0].run.path}" if self.pack_run is None
-                                         else f"swapout train --pack-dir {self.pack_run.path}"))
+                     f"Resume with: {self._resume_command()}")
             results = [{"stopped": signalled, "epoch": state.epoch, "step": state.step}] * self.runs
         else:
             try:
                 results = [self._final_evaluation(g) if not state.failed[g] else {"failed": state.failed[g]}
                            for g in range(self.runs)]
             except KeyboardInterrupt:  # a Ctrl-C outside the training loop's handler: say what is kept
-                self.log("interrupted in the final evaluation: the training is done and its checkpoint written; "
-                         "to evaluate it: " + (f"swapout train --resume {self.members[0].run.path}"
-                                               if self.pack_run is None else
-                                               f"swapout train --pack-dir {self.pack_run.path}"))
+                self.log(f"interrupted in the final evaluation: the training is done and its checkpoint written; "
+                         f"to evaluate it: {self._resume_command()}")
                 raise
         self.hooks.call("on_end", self, results)
         return results
+
+    def _resume_command(self) -> str:
+        return (f"swapout train --resume {self.members[0].run.path}" if self.pack_run is None
+                else f"swapout train --pack-dir {self.pack_run.path}")
+
+    def _at_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.state.global_step >= self.cfg.max_steps
 
     def request_stop(self, why: str) -> None:
         """Stop at the next point where the figures are read (or at this epoch's end), with a checkpoint, as a
@@ -206,7 +209,7 @@ class Training(TrainingRecords):
             self.step(x, y)
             state.step += 1
             state.global_step += 1
-            self.max_steps_reached = cfg.max_steps is not None and state.global_step >= cfg.max_steps
+            self.max_steps_reached = self._at_max_steps()
             checkpoint_due = cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0
             if not (checkpoint_due or self.max_steps_reached or state.step == n or state.global_step % read_every == 0):
                 continue

@@ -103,8 +103,7 @@ class TrainingRecords:
     def _restarts(self, first: RunDir) -> bool:
         """Whether a run being resumed (its checkpoint in ``first``) stopped before its first checkpoint (killed,
         or a broken pipe): nothing trained was kept, so it trains again from the start; logged if so."""
-        if not first.exists() or any(p.exists() for p in (first.checkpoint_path, first.previous_checkpoint_path,
-                                                          first.weights_path, first.results_path)):
+        if not first.kept_nothing():
             return False
         self.log(f"{first.path} stopped before its first checkpoint, so nothing of it was kept; training it again "
                  f"from the start with its recorded config")
